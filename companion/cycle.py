@@ -7,6 +7,7 @@ only the engram (N slots) and the next input, however long the conversation.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -31,6 +32,7 @@ class TurnResult:
     reply_tokens: int
     gen_seconds: float
     update_seconds: float
+    turn_ids: list[int] | None = None  # the turn's tokens after the engram: input + reply + end
 
 
 def chat_ids(tokenizer, user_text: str, reply_text: str | None = None) -> list[int]:
@@ -51,6 +53,12 @@ def chat_ids(tokenizer, user_text: str, reply_text: str | None = None) -> list[i
     return ids
 
 
+def _cache_of(out):
+    """The KV cache of a forward output (`cache` in transformers 5, `past_key_values` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
 def end_id(tokenizer) -> int:
     """The token that closes a reply; it is part of the turn the engram absorbs."""
     eos = tokenizer.eos_token_id
@@ -65,6 +73,14 @@ class Engine:
         self.lm, self.config = lm, config
         self.model, self.tokenizer = lm.model, lm.tokenizer
         self.embed_norm = E.mean_row_norm(self.model.get_input_embeddings().weight.detach())
+        # transformers 5 renamed the forward's `past_key_values` argument to `cache`.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def _step(self, ids: list[int], mask: torch.Tensor, past, hidden: bool):
+        """Feed ids after the cached prefix; returns the model output."""
+        return self.model(input_ids=torch.tensor([ids], device=self.lm.device), attention_mask=mask,
+                          use_cache=True, output_hidden_states=hidden, **{self._cache_arg: past})
 
     # -- pieces -----------------------------------------------------------
     def prepare(self, engram: torch.Tensor | None) -> torch.Tensor | None:
@@ -111,7 +127,7 @@ class Engine:
         prompt_len = len(chat_ids(self.tokenizer, user_text))
         slots = 0 if engram is None else engram.shape[0]
         return TurnResult(reply_text, new, slots + prompt_len, prompt_len, len(ids) - prompt_len - 1,
-                          0.0, time.perf_counter() - t0)
+                          0.0, time.perf_counter() - t0, ids)
 
     @torch.inference_mode()
     def run_turn(
@@ -142,7 +158,7 @@ class Engine:
         embeds, mask = E.inject(prefix, self.embed(ids))
         out = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, output_hidden_states=reuse_states)
         layer_chunks = [E.extract(out.hidden_states, self.config.layer)] if reuse_states else []
-        past, logits = out.past_key_values, out.logits[0, -1]
+        past, logits = _cache_of(out), out.logits[0, -1]
         reply_ids: list[int] = []
         shown = ""
         fed_all = True  # whether every reply token has been fed through the model
@@ -165,12 +181,11 @@ class Engine:
             if len(reply_ids) == max_new_tokens:
                 break
             mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
-            out = self.model(input_ids=torch.tensor([[nxt]], device=self.lm.device), attention_mask=mask,
-                             past_key_values=past, use_cache=True, output_hidden_states=reuse_states)
+            out = self._step([nxt], mask, past, reuse_states)
             fed_all = True
             if reuse_states:
                 layer_chunks.append(E.extract(out.hidden_states, self.config.layer))
-            past, logits = out.past_key_values, out.logits[0, -1]
+            past, logits = _cache_of(out), out.logits[0, -1]
         reply = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
         if on_text is not None and len(reply) > len(shown):
             on_text(reply[len(shown):])
@@ -182,8 +197,7 @@ class Engine:
             # token if the length limit cut in) so the states cover the whole turn.
             pending = ([] if fed_all else reply_ids[-1:]) + [stop]
             mask = torch.cat([mask, mask.new_ones((1, len(pending)))], dim=1)
-            out = self.model(input_ids=torch.tensor([pending], device=self.lm.device), attention_mask=mask,
-                             past_key_values=past, use_cache=True, output_hidden_states=True)
+            out = self._step(pending, mask, past, True)
             layer_chunks.append(E.extract(out.hidden_states, self.config.layer))
             states = torch.cat(layer_chunks, dim=0)
         else:
@@ -191,4 +205,4 @@ class Engine:
         del past, out  # the turn's KV cache ends here
         new = self.compress(states)
         return TurnResult(reply, new, slots + len(ids), len(ids), len(reply_ids), gen_seconds,
-                          time.perf_counter() - t1)
+                          time.perf_counter() - t1, ids + reply_ids + [stop])

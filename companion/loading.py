@@ -134,6 +134,7 @@ def _load_gguf(path: Path, cache_root: Path | None, quiet: bool):
     model, tokenizer = _from_pretrained(str(path.parent), path.name, {"dtype": torch.float32})
     if cached is None:
         return model, tokenizer
+    cache_root.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=cache_root))
     try:
         _save_plain(model, tmp)

@@ -1,0 +1,198 @@
+"""The `companion` command: chat, say, sessions, show, delete.
+
+It parses arguments, calls the service and prints; errors become one line on
+stderr and exit status 1 (2 for usage errors, 130 for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from memory_store.errors import StoreError
+
+from .config import ConfigError, EngramConfig
+from .cycle import InputTooLongError
+from .loading import ModelLoadError
+from .repl import prompt_reader, run_repl
+from .service import Companion, CompanionError
+from .settings import data_dir
+
+ERRORS = (CompanionError, StoreError, ModelLoadError, ConfigError, InputTooLongError, ValueError, OSError)
+
+
+def _recipe(args) -> EngramConfig | None:
+    """An explicit recipe only when a recipe option was given (else: the session's own)."""
+    given = {k: getattr(args, k) for k in ("layer", "slots") if getattr(args, k, None) is not None}
+    return EngramConfig(**given) if given else None
+
+
+def _companion(args) -> Companion:
+    return Companion(db_url=args.db, model=args.model, config=_recipe(args),
+                     max_new_tokens=getattr(args, "max_new_tokens", 200))
+
+
+def _footer(report) -> str:
+    return (f"cycle {report.cycle} | prompt {report.prompt_tokens} tokens (transcript would be "
+            f"{report.transcript_tokens}) | {report.reply_tokens} tokens in {report.gen_seconds:.1f}s "
+            f"+ update {report.update_seconds * 1000:.0f} ms")
+
+
+def cmd_say(args) -> int:
+    text = " ".join(args.text) if args.text else None
+    if text is None or text == "-":
+        raw = sys.stdin.buffer.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CompanionError(f"standard input is not valid UTF-8 (byte {exc.start}); nothing was sent") from exc
+    comp = _companion(args)
+    streamed = []
+
+    def on_text(piece: str) -> None:
+        streamed.append(piece)
+        if args.stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    report = comp.say(args.session, text, on_text=on_text)
+    if args.json:
+        print(json.dumps({"session": args.session, **report.__dict__}))
+    elif args.stream:
+        print()
+    else:
+        print(report.reply)
+    comp.close()
+    return 0
+
+
+def cmd_chat(args) -> int:
+    comp = _companion(args)
+    name = args.session
+    if args.cont:
+        listed = comp.sessions()
+        if not listed:
+            raise CompanionError("no session to continue yet; start one with `companion chat`")
+        name = listed[0].name
+    comp.check_resumable(name)
+
+    def respond(text, on_text):
+        return _footer(comp.say(name, text, on_text=on_text))
+
+    def stats(_arg: str) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in comp.stats(name).items())
+
+    def sessions(_arg: str) -> str:
+        return _sessions_table(comp.sessions()) or "no sessions yet"
+
+    def show(_arg: str) -> str:
+        return _transcript(comp, name)
+
+    run_repl(session=name, respond=respond, commands={"stats": stats, "sessions": sessions, "show": show},
+             read_line=prompt_reader(data_dir() / "history"), errors=ERRORS)
+    comp.close()
+    return 0
+
+
+def _sessions_table(items) -> str:
+    lines = [f"{s.name:24} {s.turns:5} turns  {s.model:28} last used {s.last_used[:19]}" for s in items]
+    return "\n".join(lines)
+
+
+def cmd_sessions(args) -> int:
+    comp = Companion(db_url=args.db)
+    items = comp.sessions()
+    if args.json:
+        print(json.dumps([{"name": s.name, "turns": s.turns, "model": s.model, "created": s.created,
+                           "last_used": s.last_used, "cycle": s.cycle} for s in items], indent=2))
+    else:
+        print(_sessions_table(items) or "no sessions yet")
+    return 0
+
+
+def _transcript(comp: Companion, name: str) -> str:
+    info, views = comp.show(name)
+    out = [f"session {info['name']}: {info['cycle']} turns, model {info['model']}, "
+           f"recipe {EngramConfig.from_dict(info['recipe']).describe()}"]
+    for v in views:
+        out += [f"\n#{v.index} you: {v.user}", f"#{v.index} companion: {v.reply}",
+                f"   engram {v.engram_shape} norm {v.engram_norm:.2f} [{v.engram_ok}] | prompt "
+                f"{v.prompt_tokens} vs transcript {v.transcript_tokens} tokens | {v.seconds:.1f}s"]
+    return "\n".join(out)
+
+
+def cmd_show(args) -> int:
+    comp = Companion(db_url=args.db)
+    if args.json:
+        info, views = comp.show(args.name)
+        print(json.dumps({**info, "turns": [v.__dict__ for v in views]}, indent=2))
+    else:
+        print(_transcript(comp, args.name))
+    return 0
+
+
+def cmd_delete(args) -> int:
+    comp = Companion(db_url=args.db)
+    if not comp.delete(args.name):
+        raise CompanionError(f"no session named {args.name!r}")
+    print(f"deleted session {args.name!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
+    p.add_argument("--db", default=None, help="SQLAlchemy URL (default: COMPANION_DB, else a SQLite file in COMPANION_HOME)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_opts(sp):
+        sp.add_argument("--model", default=None, help="Hugging Face id, local folder or .gguf path (default: embedded SmolLM2-135M)")
+        sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
+        sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
+        sp.add_argument("--max-new-tokens", type=int, default=200)
+
+    chat = sub.add_parser("chat", help="interactive chat (resumes the session if it exists)")
+    chat.add_argument("--session", "-s", default="default")
+    chat.add_argument("-c", "--continue", dest="cont", action="store_true", help="continue the most recent session")
+    model_opts(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    say = sub.add_parser("say", help="one turn, non-interactive; text from arguments or stdin")
+    say.add_argument("--session", "-s", required=True)
+    say.add_argument("--json", action="store_true", help="print the turn report as JSON")
+    say.add_argument("--stream", action="store_true", help="print the reply as it is generated")
+    say.add_argument("text", nargs="*")
+    model_opts(say)
+    say.set_defaults(func=cmd_say)
+
+    ls = sub.add_parser("sessions", help="list sessions")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_sessions)
+
+    show = sub.add_parser("show", help="transcript and per-turn engram stats")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    delete = sub.add_parser("delete", help="delete a session and its engrams")
+    delete.add_argument("name")
+    delete.set_defaults(func=cmd_delete)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ncancelled: nothing was stored", file=sys.stderr)
+        return 130
+    except ERRORS as exc:
+        print(f"companion: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The chat REPL. It knows nothing about models or storage: it gets callbacks.
+
+    respond(text, on_text) runs one turn, streaming the reply through on_text,
+    and returns a short footer line (or None). KeyboardInterrupt inside it
+    cancels that turn only; EOF (Ctrl-D) or /quit ends the loop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, TextIO
+
+Respond = Callable[[str, Callable[[str], None]], "str | None"]
+Command = Callable[[str], str]
+
+HELP = """Type a message and press Enter. Ctrl-C cancels a reply (nothing is stored); Ctrl-D quits.
+/help        this help
+/sessions    list saved sessions
+/stats       cycles, prompt tokens this turn vs the full transcript, engram norm
+/show        this session's transcript
+/quit        leave (the session is already saved after every turn)"""
+
+
+def prompt_reader(history_file: Path | None = None) -> Callable[[], str]:
+    """A line reader: prompt-toolkit on a terminal, plain stdin lines otherwise."""
+    if sys.stdin.isatty():
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+        history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
+        # Pasted multi-line text arrives whole (bracketed paste) and is sent as one message.
+        session = PromptSession(history=history)
+        return lambda: session.prompt("> ")
+
+    def read() -> str:
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    return read
+
+
+def run_repl(
+    *,
+    session: str,
+    respond: Respond,
+    commands: dict[str, Command],
+    read_line: Callable[[], str],
+    errors: tuple[type[BaseException], ...] = (),
+    out: TextIO = sys.stdout,
+) -> None:
+    """Loop: read a line, run a slash command or a turn, print what happened."""
+    def say(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    say(f"Chatting in session {session!r}. /help for commands, Ctrl-D to quit.\n")
+    while True:
+        try:
+            line = read_line()
+        except EOFError:
+            say("\n")
+            return
+        except KeyboardInterrupt:
+            continue  # Ctrl-C at the prompt just clears the line
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("/"):
+            name, _, arg = stripped[1:].partition(" ")
+            if name in ("quit", "exit", "q"):
+                return
+            if name == "help":
+                say(HELP + "\n")
+            elif name in commands:
+                try:
+                    say(commands[name](arg.strip()) + "\n")
+                except errors as exc:
+                    say(f"error: {exc}\n")
+            else:
+                say(f"unknown command /{name}; /help lists the commands\n")
+            continue
+        try:
+            footer = respond(line, say)
+            say("\n" + (f"[{footer}]\n" if footer else ""))
+        except KeyboardInterrupt:
+            say("\n[cancelled: this turn was not stored]\n")
+        except errors as exc:
+            say(f"\nerror: {exc}\n")

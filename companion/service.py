@@ -1,0 +1,245 @@
+"""The companion as the CLI and REPL see it: sessions, turns and stats, no tensors or SQL.
+
+Nothing is written until a turn has finished: the turn's text and its engram
+are committed in one transaction, guarded by the session's cycle number so two
+processes on one session can never interleave turns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from memory_store import crud, open_store
+from memory_store.errors import CorruptEngramError, StaleSessionError
+
+from .config import EngramConfig
+from .cycle import Engine, chat_ids
+from .engram import mean_row_norm
+from .loading import LanguageModel, load_model
+from .settings import cache_dir, database_url
+
+
+class CompanionError(Exception):
+    """A refusal the user can act on; the message is one line and says how."""
+
+
+@dataclass(frozen=True)
+class TurnReport:
+    reply: str
+    cycle: int  # turns committed in the session, this one included
+    prompt_tokens: int  # engram slots + this input
+    transcript_tokens: int  # what carrying the whole transcript as text would have cost
+    reply_tokens: int
+    gen_seconds: float
+    update_seconds: float
+    engram_norm: float
+
+
+@dataclass(frozen=True)
+class TurnView:
+    index: int
+    user: str
+    reply: str
+    prompt_tokens: int
+    transcript_tokens: int
+    reply_tokens: int
+    seconds: float
+    engram_shape: str
+    engram_norm: float
+    engram_ok: str  # "ok" or why the stored engram cannot be used
+
+
+CONTROL_OK = {"\n", "\t"}
+
+
+def clean_input(text: str) -> str:
+    """Refuse what cannot be a chat message; returns the text stripped."""
+    if "\x00" in text:
+        raise CompanionError("input contains a NUL byte; nothing was sent")
+    bad = sorted({f"U+{ord(c):04X}" for c in text if ord(c) < 32 and c not in CONTROL_OK and c != "\r"})
+    if bad:
+        raise CompanionError(f"input contains control characters ({', '.join(bad)}); nothing was sent")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not text:
+        raise CompanionError("input is empty; type a message (or /help)")
+    return text
+
+
+class Companion:
+    """Opens the store, loads the model on first need, and runs turns for named sessions."""
+
+    def __init__(
+        self,
+        *,
+        db_url: str | None = None,
+        model: str | None = None,
+        config: EngramConfig | None = None,
+        max_new_tokens: int = 200,
+        quiet: bool = False,
+        lm: LanguageModel | None = None,
+    ):
+        self.store = open_store(database_url(db_url))
+        self.model_spec, self.requested_config = model, config
+        self.max_new_tokens, self.quiet = max_new_tokens, quiet
+        self._lm = lm
+        self._engines: dict[str, Engine] = {}
+
+    # -- model --------------------------------------------------------------
+    @property
+    def lm(self) -> LanguageModel:
+        if self._lm is None:
+            self._lm = load_model(self.model_spec, cache_root=cache_dir(), quiet=self.quiet)
+        return self._lm
+
+    def engine(self, config: EngramConfig) -> Engine:
+        key = config.to_json()
+        if key not in self._engines:
+            self._engines[key] = Engine(self.lm, config)
+        return self._engines[key]
+
+    def _recipe_for(self, chat) -> EngramConfig:
+        """The session's own recipe; a different one asked for explicitly is refused."""
+        if chat is None:
+            return self.requested_config or EngramConfig()
+        stored = EngramConfig.from_dict(json.loads(chat.engram_config))
+        if self.requested_config is not None and self.requested_config != stored:
+            diff = "; ".join(stored.differences(self.requested_config))
+            raise CompanionError(
+                f"session {chat.name!r} was built with a different engram recipe ({diff}); "
+                f"drop the recipe options to resume it, or start a new session"
+            )
+        return stored
+
+    def _check_model(self, chat) -> None:
+        if chat is not None and chat.model_fingerprint != self.lm.fingerprint:
+            raise CompanionError(
+                f"session {chat.name!r} was built with model {chat.model_name!r} (weights "
+                f"{chat.model_fingerprint[:12]}), but this run loaded {self.lm.name!r} (weights "
+                f"{self.lm.fingerprint[:12]}); resume it with --model {chat.model_name}, or start a new session"
+            )
+
+    # -- turns --------------------------------------------------------------
+    def transcript_tokens(self, history: list[tuple[str, str]], text: str) -> int:
+        messages = []
+        for user, reply in history:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+        messages.append({"role": "user", "content": text})
+        tok = self.lm.tokenizer
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return sum(len(chat_ids(tok, u, r)) for u, r in history) + len(chat_ids(tok, text))
+
+    def say(self, name: str, text: str, *, on_text: Callable[[str], None] | None = None) -> TurnReport:
+        """One turn of session `name` (created on first use). Stores nothing if interrupted."""
+        name = crud.validate_session_name(name)
+        text = clean_input(text)
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=name)
+            self._check_model(chat)
+            config = self._recipe_for(chat)
+            engram, expected = None, 0
+            history: list[tuple[str, str]] = []
+            if chat is not None:
+                expected = chat.cycle
+                latest = self._latest(db, chat)
+                engram = latest
+                history = [(t.user_text, t.reply_text) for t in crud.turns(db, chat=chat)]
+        engine = self.engine(config)
+        result = engine.run_turn(engram, text, on_text=on_text, max_new_tokens=self.max_new_tokens)
+        transcript = self.transcript_tokens(history, text)
+        with self.store.session() as db, db.begin():
+            chat = crud.get_session(db, name=name)
+            if chat is None:
+                if expected != 0:
+                    raise CompanionError(f"session {name!r} was deleted while this turn ran; nothing was stored")
+                chat = crud.create_session(db, name=name, model_name=self.lm.name,
+                                           model_fingerprint=self.lm.fingerprint, engram_config=config.to_dict())
+            try:
+                crud.add_turn(db, chat=chat, expected_cycle=expected, user_text=text, reply_text=result.reply,
+                              prompt_tokens=result.prompt_tokens, reply_tokens=result.reply_tokens,
+                              transcript_tokens=transcript, gen_seconds=result.gen_seconds,
+                              update_seconds=result.update_seconds, engram=result.engram,
+                              engram_config=config.to_dict())
+            except StaleSessionError as exc:
+                raise CompanionError(
+                    f"session {name!r} moved on in another process while this turn ran; this turn was "
+                    "not stored, so send it again"
+                ) from exc
+        return TurnReport(result.reply, expected + 1, result.prompt_tokens, transcript, result.reply_tokens,
+                          result.gen_seconds, result.update_seconds, mean_row_norm(result.engram))
+
+    def _latest(self, db, chat):
+        try:
+            found = crud.latest_engram(db, chat=chat)
+        except CorruptEngramError as exc:
+            raise CompanionError(f"refusing to inject a damaged engram: {exc}") from exc
+        return None if found is None else found[0]
+
+    # -- sessions -------------------------------------------------------------
+    def sessions(self) -> list:
+        with self.store.session() as db:
+            return crud.list_sessions(db)
+
+    def exists(self, name: str) -> bool:
+        with self.store.session() as db:
+            return crud.get_session(db, name=crud.validate_session_name(name)) is not None
+
+    def check_resumable(self, name: str) -> None:
+        """Refuse early (before the first prompt) a session this model or recipe cannot continue."""
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=crud.validate_session_name(name))
+            if chat is not None:
+                self._recipe_for(chat)
+                self._check_model(chat)
+                self._latest(db, chat)
+
+    def show(self, name: str) -> tuple[dict, list[TurnView]]:
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=crud.validate_session_name(name))
+            if chat is None:
+                raise CompanionError(f"no session named {name!r}; `companion sessions` lists them")
+            rows = {r.cycle: r for r in crud.engram_rows(db, chat=chat)}
+            views = []
+            for t in crud.turns(db, chat=chat):
+                row = rows.get(t.index)
+                status = "missing"
+                if row is not None:
+                    try:
+                        crud.load_engram(row, where=f"session {name!r} cycle {t.index}")
+                        status = "ok"
+                    except CorruptEngramError as exc:
+                        status = f"damaged: {exc}"
+                views.append(TurnView(t.index, t.user_text, t.reply_text, t.prompt_tokens, t.transcript_tokens,
+                                      t.reply_tokens, t.gen_seconds + t.update_seconds,
+                                      row.shape if row else "-", row.norm if row else 0.0, status))
+            info = {"name": chat.name, "model": chat.model_name, "fingerprint": chat.model_fingerprint,
+                    "recipe": json.loads(chat.engram_config), "cycle": chat.cycle,
+                    "created": chat.created_at.isoformat(), "last_used": chat.last_used_at.isoformat()}
+            return info, views
+
+    def stats(self, name: str) -> dict:
+        """Cycle count, the last turn's prompt vs full-transcript tokens, engram norm."""
+        try:
+            info, views = self.show(name)
+        except CompanionError:
+            return {"name": name, "cycle": 0, "note": "no turns yet"}
+        last = views[-1] if views else None
+        return {
+            "name": name,
+            "cycle": info["cycle"],
+            "recipe": EngramConfig.from_dict(info["recipe"]).describe(),
+            "prompt_tokens": last.prompt_tokens if last else 0,
+            "transcript_tokens": last.transcript_tokens if last else 0,
+            "engram_norm": round(last.engram_norm, 3) if last else 0.0,
+            "engram_shape": last.engram_shape if last else "-",
+        }
+
+    def delete(self, name: str) -> bool:
+        with self.store.session() as db, db.begin():
+            return crud.delete_session(db, name=crud.validate_session_name(name))
+
+    def close(self) -> None:
+        self.store.close()

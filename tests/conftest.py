@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny random model for the math, the embedded model for the real path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from companion.loading import embedded_gguf
+
+    path = embedded_gguf()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tokenizer):
+    """A 4-block Llama with random weights and the real tokenizer: fast, deterministic."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from companion.loading import LanguageModel, weights_fingerprint
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    return LanguageModel(model=model, tokenizer=tokenizer, name="tiny-llama", fingerprint=weights_fingerprint(model))
+
+
+@pytest.fixture(scope="session")
+def companion_home(tmp_path_factory):
+    """A data folder whose model cache holds the converted embedded model."""
+    return tmp_path_factory.mktemp("companion-home")
+
+
+@pytest.fixture(scope="session")
+def embedded_lm(companion_home):
+    from companion.loading import load_model
+
+    return load_model(None, cache_root=companion_home / "models", quiet=True)
