@@ -150,24 +150,25 @@ class Companion:
         engine = self.engine(config)
         result = engine.run_turn(engram, text, on_text=on_text, max_new_tokens=self.max_new_tokens)
         transcript = self.transcript_tokens(history, text)
-        with self.store.session() as db, db.begin():
-            chat = crud.get_session(db, name=name)
-            if chat is None:
-                if expected != 0:
-                    raise CompanionError(f"session {name!r} was deleted while this turn ran; nothing was stored")
-                chat = crud.create_session(db, name=name, model_name=self.lm.name,
-                                           model_fingerprint=self.lm.fingerprint, engram_config=config.to_dict())
-            try:
+        try:
+            with self.store.session() as db, db.begin():
+                chat = crud.get_session(db, name=name)
+                if chat is None:
+                    if expected != 0:
+                        raise CompanionError(f"session {name!r} was deleted while this turn ran; nothing was stored")
+                    chat = crud.create_session(db, name=name, model_name=self.lm.name,
+                                               model_fingerprint=self.lm.fingerprint, engram_config=config.to_dict())
                 crud.add_turn(db, chat=chat, expected_cycle=expected, user_text=text, reply_text=result.reply,
                               prompt_tokens=result.prompt_tokens, reply_tokens=result.reply_tokens,
                               transcript_tokens=transcript, gen_seconds=result.gen_seconds,
                               update_seconds=result.update_seconds, engram=result.engram,
                               engram_config=config.to_dict())
-            except StaleSessionError as exc:
-                raise CompanionError(
-                    f"session {name!r} moved on in another process while this turn ran; this turn was "
-                    "not stored, so send it again"
-                ) from exc
+        except StaleSessionError as exc:
+            # Optimistic concurrency: the other process's turn stands, this one is dropped whole.
+            raise CompanionError(
+                f"session {name!r} moved on in another process while this turn ran; this turn was "
+                "not stored, so send it again"
+            ) from exc
         return TurnReport(result.reply, expected + 1, result.prompt_tokens, transcript, result.reply_tokens,
                           result.gen_seconds, result.update_seconds, mean_row_norm(result.engram))
 

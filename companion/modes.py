@@ -1,0 +1,106 @@
+"""Memory modes: what a session's memory puts in front of a question.
+
+Every mode answers through the same turn loop (Engine.run_turn): it only
+decides which engram is injected and which text goes before the question.
+New recipes register here under their own name.
+
+    mode.prompt(memory, question, foreign) -> Prompt(engram, context)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .retrieval import BM25
+
+
+@dataclass
+class Memory:
+    """What one lived session holds: its text log and its rolling engram."""
+
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (user, reply) in order
+    engram: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    engram: torch.Tensor | None  # injected as the prefix (None: no prefix)
+    context: str | None  # text placed before the question in the user message
+
+
+def format_turns(turns: list[tuple[str, str]]) -> str:
+    return "\n".join(f"User: {u}\nAssistant: {r}" for u, r in turns)
+
+
+def with_context(context: str | None, question: str) -> str:
+    """The user message for a question, with remembered text in front of it."""
+    if not context:
+        return question
+    return f"Earlier in our conversation:\n{context}\n\nNow answer briefly: {question}"
+
+
+def _fit(turns: list[tuple[str, str]], budget_chars: int) -> list[tuple[str, str]]:
+    """The most recent turns whose text fits the budget (the transcript truncated from the start)."""
+    kept, used = [], 0
+    for turn in reversed(turns):
+        size = len(turn[0]) + len(turn[1]) + 20
+        if used + size > budget_chars:
+            break
+        kept.append(turn)
+        used += size
+    return kept[::-1]
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    build: Callable[[Memory, str, "Memory | None"], Prompt]
+    uses_engram: bool = False
+
+    def prompt(self, memory: Memory, question: str, foreign: Memory | None = None) -> Prompt:
+        return self.build(memory, question, foreign)
+
+
+def _retrieve(memory: Memory, question: str, k: int) -> str | None:
+    if not memory.turns:
+        return None
+    docs = [f"{u} {r}" for u, r in memory.turns]
+    hits = sorted(BM25(docs).top(question, k))  # keep conversation order
+    return format_turns([memory.turns[i] for i in hits]) or None
+
+
+def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int = 3) -> dict[str, Mode]:
+    """The standard modes. context_chars bounds text modes so they fit the window."""
+    def seed(m, q, f):
+        return Prompt(m.engram, None)
+
+    def none(m, q, f):
+        return Prompt(None, None)
+
+    def foreign(m, q, f):
+        if f is None or f.engram is None:
+            raise ValueError("foreign-engram needs an unrelated session's engram")
+        return Prompt(f.engram, None)
+
+    def transcript(m, q, f):
+        return Prompt(None, format_turns(_fit(m.turns, context_chars)) or None)
+
+    def recent(m, q, f):
+        return Prompt(None, format_turns(_fit(m.turns[-recent_turns:], context_chars)) or None)
+
+    def retrieval(m, q, f):
+        return Prompt(None, _retrieve(m, q, top_k))
+
+    def both(m, q, f):
+        return Prompt(m.engram, _retrieve(m, q, top_k))
+
+    modes = [Mode("seed-engram", seed, True), Mode("none", none), Mode("foreign-engram", foreign, True),
+             Mode("transcript", transcript), Mode("recent", recent), Mode("retrieval", retrieval),
+             Mode("engram+retrieval", both, True)]
+    return {m.name: m for m in modes}
+
+
+MODE_NAMES = tuple(make_modes())

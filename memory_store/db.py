@@ -1,0 +1,133 @@
+"""Opening the database: engine setup, SQLite hardening, and schema migration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+import memory_store
+from memory_store.errors import SchemaTooNewError
+
+ALEMBIC_DIR = Path(memory_store.__file__).resolve().parent.parent / "alembic"
+# Two terminals on one session is the expected contention; a turn's write is
+# short, so waiting beats failing.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The on-disk path for a plain SQLite file URL; None for anything else."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or str(url.query.get("uri", "")).lower() in {"true", "1"}:
+        return None
+    return Path(database).expanduser()
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Create it ourselves so it never exists with the umask's wider mode: it
+    # holds the user's conversations. SQLite gives -wal/-shm the same mode.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine for url; SQLite files are created 0600 and run in WAL mode with FKs on."""
+    parsed = make_url(url)
+    path = _sqlite_file(parsed)
+    if path is not None:
+        _prepare_sqlite_file(path)
+    engine = create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                # Off by default in SQLite; the schema's ON DELETE CASCADE needs it.
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                if path is not None:
+                    # Readers (e.g. `companion sessions`) don't block a writing chat.
+                    cursor.execute("PRAGMA journal_mode=WAL")
+            finally:
+                cursor.close()
+
+    return engine
+
+
+def alembic_config() -> Config:
+    """A file-less alembic Config pointing at the repository's migration scripts."""
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    return config
+
+
+def _migrate(engine: Engine) -> None:
+    config = alembic_config()
+    script = ScriptDirectory.from_config(config)
+    known = {rev.revision for rev in script.walk_revisions()}
+    with engine.begin() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+        unknown = sorted(current - known)
+        if unknown:
+            raise SchemaTooNewError(
+                f"database schema revision {', '.join(unknown)} is newer than this "
+                "Companion understands; upgrade Companion to open it"
+            )
+        if current == set(script.get_heads()):
+            return
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Store:
+    """An open database: an engine plus a factory for ORM sessions."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        # expire_on_commit=False: ChatSession objects outlive the Session that
+        # loaded them across the REPL's turns.
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+
+def open_store(url: str) -> Store:
+    """Open (creating and migrating as needed) the database at url."""
+    engine = make_engine(url)
+    try:
+        _migrate(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(engine, url)
