@@ -104,3 +104,15 @@ def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int =
 
 
 MODE_NAMES = tuple(make_modes())
+
+
+def ask(engine, mode: Mode, memory: Memory, question: str, *, foreign: Memory | None = None,
+        max_new_tokens: int = 24):
+    """Answer `question` from `memory` through `mode`, via the normal turn.
+
+    Returns the TurnResult; the caller decides whether the turn is kept
+    (the harnesses never keep question turns, so asking does not change memory).
+    """
+    p = mode.prompt(memory, question, foreign)
+    return engine.run_turn(p.engram, with_context(p.context, question), max_new_tokens=max_new_tokens,
+                           repetition_penalty=1.0)
