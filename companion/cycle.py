@@ -19,6 +19,10 @@ from .config import EngramConfig
 from .loading import LanguageModel
 
 
+class _StopForward(Exception):
+    """Raised by a forward hook to end a pass once the wanted block has run."""
+
+
 class InputTooLongError(ValueError):
     """The input does not fit the model's context window with the engram and a reply."""
 
@@ -111,11 +115,38 @@ class Engine:
             )
 
     @torch.inference_mode()
-    def states_of(self, engram: torch.Tensor | None, ids: list[int]) -> torch.Tensor:
-        """Layer-L states [slots+T, H] of engram + ids in one plain forward pass."""
+    def states_of(self, engram: torch.Tensor | None, ids: list[int], *, stop_early: bool = True) -> torch.Tensor:
+        """Layer-L states [slots+T, H] of engram + ids in one forward pass.
+
+        stop_early ends the pass after block L (a forward hook on that block
+        raises), so the blocks above L, which the engram never sees, are skipped.
+        """
         embeds, mask = E.inject(self.prepare(engram), self.embed(ids))
+        layer = self.config.layer
+        if layer == 0:
+            return embeds[0]
+        blocks = getattr(self.model.get_decoder(), "layers", None)
+        # hidden_states[num_layers] has the final norm applied, so only L < depth can stop early.
+        if stop_early and blocks is not None and layer < len(blocks):
+            return self._run_until(blocks[layer - 1], embeds, mask)
         out = self.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        return E.extract(out.hidden_states, self.config.layer)
+        return E.extract(out.hidden_states, layer)
+
+    def _run_until(self, block: torch.nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        caught: list[torch.Tensor] = []
+
+        def hook(_module, _args, output):
+            caught.append(output[0] if isinstance(output, tuple) else output)
+            raise _StopForward
+
+        handle = block.register_forward_hook(hook)
+        try:
+            self.model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return caught[0][0]
 
     # -- turns --------------------------------------------------------------
     def absorb(self, engram: torch.Tensor | None, user_text: str, reply_text: str) -> TurnResult:
@@ -138,6 +169,7 @@ class Engine:
         on_text: Callable[[str], None] | None = None,
         max_new_tokens: int = 200,
         repetition_penalty: float = 1.1,
+        min_new_tokens: int = 0,
         reuse_states: bool = True,
     ) -> TurnResult:
         """Generate a reply to user_text with `engram` injected, then recompress.
@@ -145,6 +177,7 @@ class Engine:
         reuse_states=True builds the new engram from the layer-L states the
         generation pass already computed; False runs a second plain forward over
         the finished turn (the reference path; both give the same engram).
+        min_new_tokens suppresses the end token until that many were generated.
         KeyboardInterrupt propagates: the caller stores nothing.
         """
         ids = chat_ids(self.tokenizer, user_text)
@@ -168,6 +201,9 @@ class Engine:
                 vals = logits[seen]
                 logits = logits.clone()
                 logits[seen] = torch.where(vals > 0, vals / repetition_penalty, vals * repetition_penalty)
+            if len(reply_ids) < min_new_tokens:  # benchmarks need replies of a fixed length
+                logits = logits.clone()
+                logits[list(eos_ids)] = float("-inf")
             nxt = int(torch.argmax(logits))
             if nxt in eos_ids:
                 break

@@ -61,3 +61,20 @@ def test_absorb_is_one_forward_over_the_known_turn(tiny_lm):
     assert replay.turn_ids[-1] == tiny_lm.tokenizer.eos_token_id
     assert replay.prompt_tokens == 4 + len(chat_ids(tiny_lm.tokenizer, "how are you?"))
     assert torch.allclose(replay.engram, E.pool(eng.states_of(prev, replay.turn_ids), 4), atol=1e-6)
+
+
+def test_stopping_after_block_L_gives_the_full_pass_states(tiny_lm):
+    for layer in (0, 1, 3, 4):  # 4 == depth: falls back to the full pass (final norm applied)
+        eng = Engine(tiny_lm, EngramConfig(layer=layer, slots=4))
+        prev = torch.randn(4, tiny_lm.hidden_size)
+        ids = chat_ids(tiny_lm.tokenizer, "a question", "an answer")
+        fast = eng.states_of(prev, ids, stop_early=True)
+        full = eng.states_of(prev, ids, stop_early=False)
+        assert fast.shape == full.shape == (4 + len(ids), tiny_lm.hidden_size)
+        assert torch.allclose(fast, full, atol=1e-5), layer
+
+
+def test_min_new_tokens_fixes_reply_length(tiny_lm):
+    eng = Engine(tiny_lm, EngramConfig(layer=2, slots=4))
+    res = eng.run_turn(None, "hi", max_new_tokens=7, min_new_tokens=7)
+    assert res.reply_tokens == 7
