@@ -1,0 +1,9 @@
+"""The degradation-over-cycles harness: planted facts, distractors, scoring, runner, report."""
+
+from .degradation import FULL, QUICK, HarnessError, RunSettings, Trial, aggregate, run
+from .distractors import DistractorPool
+from .facts import TEMPLATES, Fact, facts_for, leaks, make_fact
+from .scoring import is_correct, normalise, wilson
+
+__all__ = ["FULL", "QUICK", "DistractorPool", "Fact", "HarnessError", "RunSettings", "TEMPLATES", "Trial",
+           "aggregate", "facts_for", "is_correct", "leaks", "make_fact", "normalise", "run", "wilson"]

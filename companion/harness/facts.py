@@ -1,0 +1,140 @@
+"""Planted facts the model cannot know, generated from a seed.
+
+A fact is stated once, as a user would ("I named my cactus Vornelk."), and
+asked back later with different wording ("What is my cactus called?"). The
+answers are invented words, four-digit numbers and dates, so a correct answer
+can only come from the conversation, never from the model's prior knowledge.
+
+    >>> import random
+    >>> f = make_fact(random.Random(0))
+    >>> f.answer.lower() in f.question.lower()
+    False
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import asdict, dataclass, field
+
+_ONSETS = ["b", "br", "d", "dr", "f", "g", "gl", "k", "kr", "l", "m", "n", "p", "pl", "r", "s", "sk", "t",
+           "th", "tr", "v", "z", "zh", "qu"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou", "y"]
+_CODAS = ["", "", "n", "r", "l", "th", "x", "sk", "m", "nd", "rk", "v"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+ANIMALS = ["kitten", "puppy", "parrot", "ferret", "rabbit", "hamster", "goldfish", "lizard"]
+
+
+@dataclass(frozen=True)
+class Fact:
+    template: str  # which template produced it
+    statement: str  # said once, in the first turn
+    question: str  # asked back later, worded differently
+    answer: str  # the canonical short answer
+    aliases: tuple[str, ...] = field(default_factory=tuple)  # other accepted forms of the answer
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["aliases"] = list(self.aliases)
+        return d
+
+
+def invented_word(rng: random.Random, syllables: int | None = None) -> str:
+    """A pronounceable non-word such as 'vornelk' (2-3 syllables)."""
+    n = syllables or rng.choice([2, 2, 3])
+    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(n)]
+    return "".join(parts) + rng.choice(_CODAS)
+
+
+def invented_name(rng: random.Random) -> str:
+    return invented_word(rng).capitalize()
+
+
+def _number(rng: random.Random) -> str:
+    return str(rng.randint(1000, 9999))
+
+
+def _date(rng: random.Random) -> tuple[str, tuple[str, ...]]:
+    month, day = rng.choice(MONTHS), rng.randint(2, 28)
+    suffix = "th" if 11 <= day <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    m = month.lower()
+    return f"{month} {day}", (f"{day} {m}", f"{m} {day}{suffix}", f"{day}{suffix} of {m}", f"{day}{suffix} {m}")
+
+
+# Each template: (name, statement, question, answer kind). {x} is the answer slot;
+# {animal} is context that may appear in both statement and question.
+TEMPLATES: list[tuple[str, str, str, str]] = [
+    ("pet-name", "I just adopted a {animal} and I named it {x}.", "What did I call my new {animal}?", "name"),
+    ("village", "I grew up in a tiny village called {x}, up in the hills.",
+     "Which village did I say I spent my childhood in?", "name"),
+    ("locker-code", "The combination for my gym locker is {x}, I keep forgetting it.",
+     "Remind me, which number opens my locker at the gym?", "number"),
+    ("family-word", "In my family we say '{x}' when something is wonderfully cozy.",
+     "What word does my family use for cozy things?", "word"),
+    ("best-friend", "My best friend is called {x} and she keeps a lighthouse.",
+     "Who is my friend that works at the lighthouse?", "name"),
+    ("dentist", "My dentist appointment is on {x}, I really need to go.",
+     "When is my appointment with the dentist?", "date"),
+    ("grandma-dish", "My grandmother's famous dish is a stew called {x}.",
+     "What is the name of the stew my grandma is known for?", "word"),
+    ("boat", "I finally bought a little sailboat and named it the {x}.",
+     "What name did I give my boat?", "name"),
+    ("street", "I just moved to a flat on {x} Street.", "Which street is my new flat on?", "name"),
+    ("startup", "I started a new job at a startup called {x}.",
+     "What's the company I joined recently?", "name"),
+    ("nickname", "Everyone at work calls me {x} for some reason.",
+     "What nickname do my colleagues use for me?", "name"),
+    ("cactus", "I named my cactus {x}, it sits by the window.", "What is my cactus called?", "name"),
+    ("birthday", "My brother's birthday is on {x}.", "When does my brother celebrate his birthday?", "date"),
+    ("pin", "The PIN for the shed padlock is {x}.", "What's the code for the padlock on the shed?", "number"),
+    ("band", "My cousin plays drums in a band named {x}.",
+     "What is the name of my cousin's band?", "name"),
+    ("game", "My kids invented a board game they call {x}.",
+     "What do my children call the game they made up?", "word"),
+    ("tortoise-age", "Our old tortoise turns {x} months old next week, we counted.",
+     "How many months old will our tortoise be?", "number"),
+    ("mountain", "Last summer I hiked up a mountain called {x}.",
+     "Which mountain did I climb last summer?", "name"),
+]
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def leaks(fact: Fact) -> bool:
+    """True when a word of the answer (or of an alias) appears in the question."""
+    q = _words(fact.question)
+    return any(_words(a) & q for a in (fact.answer, *fact.aliases))
+
+
+def make_fact(rng: random.Random, template: str | None = None, exclude: tuple[str, ...] = ()) -> Fact:
+    """One fact from `rng`; `template` picks one by name, `exclude` names ones to avoid."""
+    choices = [t for t in TEMPLATES if t[0] not in exclude and (template is None or t[0] == template)]
+    if not choices:
+        raise ValueError(f"no template left (template={template!r}, exclude={exclude!r})")
+    name, statement, question, kind = rng.choice(choices)
+    animal = rng.choice(ANIMALS)
+    while True:  # redraw in the (rare) case an invented word collides with the question
+        aliases: tuple[str, ...] = ()
+        if kind == "name":
+            answer = invented_name(rng)
+        elif kind == "word":
+            answer = invented_word(rng)
+        elif kind == "number":
+            answer = _number(rng) if name != "tortoise-age" else str(rng.randint(301, 899))
+        else:
+            answer, aliases = _date(rng)
+        fact = Fact(name, statement.format(x=answer, animal=animal), question.format(animal=animal), answer, aliases)
+        if not leaks(fact):
+            return fact
+
+
+def facts_for(seed: int, trial: int) -> tuple[Fact, Fact]:
+    """The planted fact of a trial and a different-template fact for its foreign session."""
+    rng = random.Random(f"fact:{seed}:{trial}")
+    fact = make_fact(rng)
+    return fact, make_fact(rng, exclude=(fact.template,))

@@ -1,0 +1,112 @@
+"""The degradation run's human-readable outputs: a markdown table and two plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DIAG_TITLES = {
+    "cos_first": "cosine to the turn-1 engram",
+    "cos_foreign": "cosine to another session's engram",
+    "norm": "mean row norm",
+    "effective_rank": "effective rank",
+    "pos0_share_turn": "position-0 share of the turn's norm",
+    "pos0_share_slot0": "position-0 share of slot 0's norm",
+}
+
+
+def _cell(c: dict) -> str:
+    n = c["trials"]
+    if n == 0:
+        return "–"
+    return f"{c['correct']}/{n} {100 * c['correct'] / n:.0f}% [{100 * c['low']:.0f}–{100 * c['high']:.0f}]"
+
+
+def recall_table(results: dict) -> str:
+    """Recall by mode (rows) by k (columns): correct/trials, percent, Wilson 95% interval."""
+    recall = results["recall"]
+    ks = list(next(iter(recall.values())).keys()) if recall else []
+    lines = [f"Recall of a planted fact after k distractor turns: {results['model']}, "
+             f"recipe {results['recipe']}, seed {results['seed']}, {results['trials']} trials, "
+             f"code {results['code_version']}.",
+             "", "Cells: correct/trials, percent [Wilson 95% interval].", "",
+             "| mode | " + " | ".join(f"k={k}" for k in ks) + " |",
+             "| --- | " + " | ".join("---" for _ in ks) + " |"]
+    for mode, by_k in recall.items():
+        lines.append(f"| {mode} | " + " | ".join(_cell(by_k[k]) for k in ks) + " |")
+    diags = results.get("diagnostics", {})
+    if diags:
+        lines += ["", "Engram diagnostics (mean ± sd over trials):", "",
+                  "| diagnostic | " + " | ".join(f"k={k}" for k in ks) + " |",
+                  "| --- | " + " | ".join("---" for _ in ks) + " |"]
+        for name, by_k in diags.items():
+            cells = [f"{by_k[k]['mean']:.3f} ± {by_k[k]['sd']:.3f}" if k in by_k else "–" for k in ks]
+            lines.append(f"| {DIAG_TITLES.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _x(k: str) -> float:
+    return max(float(k), 0.5)  # log axis: k=0 is drawn at 0.5 and labelled 0
+
+
+def _log_axis(ax, ks: list[str]) -> None:
+    ax.set_xscale("log")
+    ax.set_xticks([_x(k) for k in ks])
+    ax.set_xticklabels(ks)
+    ax.minorticks_off()
+    ax.set_xlabel("distractor turns k since the fact (log; 0 drawn at 0.5)")
+
+
+def plot_recall(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ks: list[str] = []
+    for i, (mode, by_k) in enumerate(results["recall"].items()):
+        ks = [k for k in by_k if by_k[k]["trials"]]
+        xs = [_x(k) * (1 + 0.02 * (i - 3)) for k in ks]  # small offsets so intervals don't hide each other
+        ys = [by_k[k]["correct"] / by_k[k]["trials"] for k in ks]
+        lo = [y - by_k[k]["low"] for y, k in zip(ys, ks)]
+        hi = [by_k[k]["high"] - y for y, k in zip(ys, ks)]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=mode)
+    _log_axis(ax, ks)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("recall (Wilson 95% interval)")
+    ax.set_title(f"Planted-fact recall vs cycles: {results['model']}, {results['trials']} trials")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_diagnostics(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in DIAG_TITLES if n in results.get("diagnostics", {})]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    for ax, name in zip(axes.flat, names):
+        by_k = results["diagnostics"][name]
+        ks = list(by_k)
+        ax.errorbar([_x(k) for k in ks], [by_k[k]["mean"] for k in ks], yerr=[by_k[k]["sd"] for k in ks],
+                    marker="o", capsize=3)
+        _log_axis(ax, ks)
+        ax.set_xlabel("k")
+        ax.set_title(DIAG_TITLES[name], fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"Engram diagnostics per cycle (mean ± sd): {results['model']}, {results['trials']} trials")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(results: dict, out: Path) -> None:
+    out = Path(out)
+    (out / "recall.md").write_text(recall_table(results))
+    plot_recall(results, out / "recall.png")
+    plot_diagnostics(results, out / "diagnostics.png")

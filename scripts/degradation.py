@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Degradation over cycles: how well does each memory mode recall a planted fact after k turns?
+
+    python scripts/degradation.py --quick --out runs/degradation-quick
+    python scripts/degradation.py --out runs/degradation-full          # the full profile (GPU advised)
+
+Interrupted runs resume from DIR/trials.jsonl. Outputs: results.json, recall.md,
+recall.png, diagnostics.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from companion.harness import FULL, QUICK
+    from companion.modes import MODE_NAMES
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/degradation", help="output folder (resumes what is there)")
+    p.add_argument("--model", default=None, help="model to load (default: the embedded SmolLM2-135M)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=int, default=None, help=f"trials per cell (quick {QUICK['trials']}, full {FULL['trials']})")
+    p.add_argument("--cycles", type=int, nargs="+", default=None, help="checkpoints k (distractor turns)")
+    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=list(MODE_NAMES))
+    p.add_argument("--quick", action="store_true", help="the quick profile (under 10 min on 2 CPU cores)")
+    p.add_argument("--data", default=None, help="LoCoMo folder for distractors, or 'generated'")
+    p.add_argument("--layer", type=int, default=None, help="engram layer (default: the recipe's 16)")
+    p.add_argument("--slots", type=int, default=None, help="engram vectors (default 32)")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--context-chars", type=int, default=6000, help="budget of the text modes")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    from companion import EngramConfig, Engine, load_model
+    from companion.harness import DistractorPool, HarnessError, RunSettings, run
+    from companion.settings import cache_dir
+
+    profile = QUICK if args.quick else FULL
+    trials = args.trials or profile["trials"]
+    cycles = args.cycles or profile["cycles"]
+    recipe = {k: v for k, v in (("layer", args.layer), ("slots", args.slots)) if v is not None}
+    try:
+        settings = RunSettings(seed=args.seed, cycles=cycles, modes=args.modes, max_new_tokens=args.max_new_tokens,
+                               context_chars=args.context_chars)
+        pool = DistractorPool.load(args.data)
+        lm = load_model(args.model, cache_root=cache_dir())
+        engine = Engine(lm, EngramConfig(**recipe))
+        results = run(engine, settings, trials, args.out, pool=pool, profile="quick" if args.quick else "full",
+                      command=" ".join(shlex.quote(a) for a in ["scripts/degradation.py", *sys.argv[1:]]),
+                      progress=not args.no_progress)
+    except (HarnessError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(open(os.path.join(args.out, "recall.md")).read())
+    print(f"wrote {args.out}/results.json, recall.md, recall.png, diagnostics.png "
+          f"({results['trials']} trials, {results['seconds_this_invocation']} s this run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The scorer: normalised whole-word matching and Wilson intervals, on known cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from companion.harness.scoring import is_correct, normalise, wilson
+
+
+def test_normalise():
+    assert normalise("The code is 4,817!") == "code is 4817"
+    assert normalise("  An   APPLE; a pear. ") == "apple pear"
+
+
+@pytest.mark.parametrize("reply,answer,aliases,expected", [
+    ("Your cactus is called Vornelk.", "Vornelk", (), True),
+    ("vornelk", "Vornelk", (), True),
+    ('In my family, "vaimourk" means cozy', "vaimourk", (), True),
+    ("Tomorrow I will see Tomas.", "Tom", (), False),  # a substring is not the answer
+    ("The code is 48170.", "4817", (), False),
+    ("The code is 4,817.", "4817", (), True),
+    ("It's on 12th of July.", "July 12", ("12 july", "12th of july"), True),
+    ("It's on July 21.", "July 12", ("12 july", "12th of july"), False),
+    ("I don't know.", "Vornelk", (), False),
+    ("", "Vornelk", (), False),
+    ("the the the", "the", (), False),  # an answer that normalises to nothing never matches
+])
+def test_known_cases(reply, answer, aliases, expected):
+    assert is_correct(reply, answer, aliases) is expected
+
+
+def test_wilson_known_values():
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-3)
+    lo, hi = wilson(10, 10)
+    assert lo == pytest.approx(0.7225, abs=1e-3) and hi == pytest.approx(1.0)
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_wilson_narrows_with_more_trials():
+    a, b = wilson(5, 10), wilson(50, 100)
+    assert b[1] - b[0] < a[1] - a[0]
