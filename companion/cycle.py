@@ -30,7 +30,7 @@ class InputTooLongError(ValueError):
 @dataclass
 class TurnResult:
     reply: str
-    engram: torch.Tensor  # [N, H] float32 on the CPU, unscaled (scaling happens at injection)
+    engram: torch.Tensor | None  # [N, H] float32 CPU, unscaled (scaled at injection); None if update=False
     prompt_tokens: int  # what the model was fed before generating: engram slots + input
     input_tokens: int
     reply_tokens: int
@@ -171,12 +171,15 @@ class Engine:
         repetition_penalty: float = 1.1,
         min_new_tokens: int = 0,
         reuse_states: bool = True,
+        update: bool = True,
     ) -> TurnResult:
         """Generate a reply to user_text with `engram` injected, then recompress.
 
         reuse_states=True builds the new engram from the layer-L states the
         generation pass already computed; False runs a second plain forward over
         the finished turn (the reference path; both give the same engram).
+        update=False skips the engram update altogether (engram None in the
+        result): the no-memory baseline the update overhead is measured against.
         min_new_tokens suppresses the end token until that many were generated.
         KeyboardInterrupt propagates: the caller stores nothing.
         """
@@ -186,6 +189,7 @@ class Engine:
         slots = 0 if prefix is None else prefix.shape[0]
         stop = end_id(self.tokenizer)
         eos_ids = {stop} | ({self.tokenizer.eos_token_id} - {None})
+        reuse_states = reuse_states and update
         t0 = time.perf_counter()
 
         embeds, mask = E.inject(prefix, self.embed(ids))
@@ -228,6 +232,9 @@ class Engine:
         gen_seconds = time.perf_counter() - t0
 
         t1 = time.perf_counter()
+        if not update:
+            return TurnResult(reply, None, slots + len(ids), len(ids), len(reply_ids), gen_seconds, 0.0,
+                              ids + reply_ids + [stop])
         if reuse_states:
             # Feed what generation never fed (the closing token, and a last reply
             # token if the length limit cut in) so the states cover the whole turn.

@@ -1,0 +1,137 @@
+"""Benchmark: constant cost per turn, update overhead, memory over 500 turns, start time.
+
+    python scripts/bench_turns.py --quick --out runs/bench_turns.json
+
+Prints a table of the figures with their ratios, all measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from companion.benchmarks import (live_session, peak_rss_mb, second_start, store_roundtrip, transcript_turn,
+                                  update_overhead, user_lines, window_median)
+from companion.config import EngramConfig
+from companion.cycle import Engine
+from companion.loading import load_model
+from companion.settings import cache_dir, data_dir
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2-135M)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the figures as JSON to this file")
+    p.add_argument("--quick", action="store_true", help="CPU profile: 8-token replies")
+    p.add_argument("--turns", type=int, default=500, help="turns in the lived session (RSS is read at the end)")
+    p.add_argument("--reply-tokens", type=int, default=None, help="fixed reply length (default 8 quick, 32 full)")
+    p.add_argument("--checkpoints", type=int, nargs="+", default=[5, 10, 50, 100, 200])
+    p.add_argument("--reps", type=int, default=5, help="repetitions for the update-overhead medians")
+    args = p.parse_args(argv)
+    reply = args.reply_tokens or (8 if args.quick else 32)
+    torch.manual_seed(args.seed)
+
+    lm = load_model(args.model, cache_root=cache_dir())
+    engine = Engine(lm, EngramConfig())
+    results: dict = {"model": lm.name, "fingerprint": lm.fingerprint, "recipe": EngramConfig().to_dict(),
+                     "seed": args.seed, "reply_tokens": reply, "turns": args.turns, "device": str(lm.device),
+                     "torch_threads": torch.get_num_threads()}
+    results["second_start_s"] = second_start(data_dir(), args.model)
+    print(f"second start: {results['second_start_s']:.2f} s", file=sys.stderr)
+
+    lines = user_lines(args.turns, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        records = live_session(engine, f"sqlite:///{Path(tmp) / 'bench.db'}", lines, reply_tokens=reply,
+                               on_turn=lambda i: print(f"\rturn {i}/{args.turns}", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    secs = {r["turn"]: r["seconds"] for r in records}
+    rss = {r["turn"]: r["rss_mb"] for r in records}
+    checkpoints = [c for c in args.checkpoints if c <= args.turns]
+    results["turn_seconds"] = {c: window_median(secs, c) for c in checkpoints}
+    results["prompt_tokens"] = {c: records[c - 1]["prompt_tokens"] for c in checkpoints}
+    if 5 in secs and 200 in secs:
+        results["turn_time_ratio_200_vs_5"] = results["turn_seconds"][200] / results["turn_seconds"][5]
+        results["prompt_tokens_ratio_200_vs_5"] = results["prompt_tokens"][200] / results["prompt_tokens"][5]
+
+    transcript, ratio = {}, {}
+    for c in checkpoints:
+        history = [(r["user"], r["reply"]) for r in records[: c - 1]]
+        try:
+            transcript[c] = transcript_turn(engine, history, lines[c - 1], reply)
+        except ValueError as exc:  # no longer fits the context window
+            transcript[c] = {"seconds": None, "prompt_tokens": None, "note": str(exc)}
+            continue
+        ratio[c] = {"time": results["turn_seconds"][c] / transcript[c]["seconds"],
+                    "prompt_tokens": results["prompt_tokens"][c] / transcript[c]["prompt_tokens"]}
+    results["transcript"] = transcript
+    results["engram_vs_transcript_ratio"] = ratio
+
+    overhead = update_overhead(engine, _last_engram(engine, records), lines[0], reply, args.reps)
+    results.update(overhead)
+    if 10 in rss:
+        results["rss_mb_turn_10"], results[f"rss_mb_turn_{args.turns}"] = rss[10], rss[args.turns]
+        results["rss_ratio_500_vs_10"] = rss[args.turns] / rss[10]
+    results["peak_rss_mb"] = peak_rss_mb()
+    results.update(store_roundtrip())
+    results["profile_one_turn"] = profile_turn(engine, lines[1], reply)
+
+    print_table(results)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def _last_engram(engine: Engine, records) -> torch.Tensor:
+    """An engram from a real multi-turn session: replay the last few recorded turns."""
+    engram = None
+    for r in records[-5:]:
+        engram = engine.absorb(engram, r["user"], r["reply"]).engram
+    return engram
+
+
+def profile_turn(engine: Engine, text: str, reply: int) -> str:
+    engram = engine.absorb(None, text, "Sure, happy to talk about that.").engram
+    prof = cProfile.Profile()
+    prof.enable()
+    engine.run_turn(engram, text, max_new_tokens=reply, min_new_tokens=reply)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)
+    return buf.getvalue()
+
+
+def print_table(r: dict) -> None:
+    rows = [("second start (cached weights)", f"{r['second_start_s']:.2f} s", "goal < 5 s")]
+    for c, s in r["turn_seconds"].items():
+        tr = r["transcript"][c]
+        t = f"{tr['seconds']:.2f} s / {tr['prompt_tokens']} tok" if tr["seconds"] else "does not fit"
+        rows.append((f"turn {c}: engram vs transcript", f"{s:.2f} s / {r['prompt_tokens'][c]} tok", t))
+    if "turn_time_ratio_200_vs_5" in r:
+        rows.append(("turn time 200 / 5", f"{r['turn_time_ratio_200_vs_5']:.3f}", "goal within 1 +- 0.10"))
+        rows.append(("prompt tokens 200 / 5", f"{r['prompt_tokens_ratio_200_vs_5']:.3f}", "goal 1.0"))
+    for c, v in r["engram_vs_transcript_ratio"].items():
+        rows.append((f"engram / transcript at turn {c}", f"time {v['time']:.3f}", f"tokens {v['prompt_tokens']:.3f}"))
+    rows.append(("update overhead (reused states)", f"{r['update_overhead']:+.1%}", "goal <= +10%"))
+    rows.append(("update overhead (second full pass)", f"{r['update_overhead_second_pass']:+.1%}", "before"))
+    if "rss_ratio_500_vs_10" in r:
+        last = r["rss_mb_turn_" + str(r["turns"])]
+        rows.append((f"RSS turn {r['turns']} / turn 10", f"{r['rss_ratio_500_vs_10']:.3f}",
+                     f"{r['rss_mb_turn_10']:.0f} -> {last:.0f} MB; goal <= 1.05"))
+    rows.append(("engram store / load", f"{r['engram_store_ms']:.2f} / {r['engram_load_ms']:.2f} ms", "goal < 5 ms"))
+    width = max(len(a) for a, _, _ in rows)
+    for a, b, c in rows:
+        print(f"{a:<{width}}  {b:<28} {c}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
