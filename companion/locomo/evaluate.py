@@ -1,0 +1,142 @@
+"""Asking LoCoMo questions through every memory mode, resumably.
+
+Every conversation is first replayed into the store (replay.py). Then each
+sampled question is asked through each mode with modes.ask, the normal turn,
+and the answer is appended to answers.jsonl at once, so a killed run resumes
+where it stopped. Questions go round-robin (question rank, then conversation,
+then mode) so a run cut short still covers every conversation and category.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from memory_store import open_store
+
+from ..cycle import chat_ids
+from ..modes import MODE_NAMES, ask, format_turns, make_modes, with_context
+from .data import Conversation, split_of, stratified
+from .f1 import declines, locomo_f1
+from .replay import replay
+
+
+@dataclass
+class RunSettings:
+    limit: int | None = 50  # questions per conversation
+    seed: int = 0
+    modes: tuple[str, ...] = MODE_NAMES
+    max_new_tokens: int = 24
+    context_chars: int = 6000  # bound on text modes (transcript, recent, retrieval)
+    top_k: int = 3
+    recent_turns: int = 3
+
+    def fixed(self) -> dict:
+        """What must not change between a run and its resumption (modes and limit may grow)."""
+        d = asdict(self)
+        d.pop("limit"), d.pop("modes")
+        return d
+
+
+@dataclass
+class RunState:
+    out: Path
+    answers: list[dict] = field(default_factory=list)
+    replays: dict = field(default_factory=dict)  # conv_id -> {"session", "turns", "new_turns", "seconds"}
+    transcript_tokens: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)  # mode -> why it was not run
+
+
+def _read_answers(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: that answer is asked again
+                pass
+    return out
+
+
+def _check_header(out: Path, header: dict) -> None:
+    path = out / "run.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = [k for k in header if old.get(k) != header[k]]
+        if diff:
+            raise SystemExit(f"{out} holds a run with different {', '.join(diff)}; use another --out to start afresh")
+    else:
+        path.write_text(json.dumps(header, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def full_transcript_tokens(tokenizer, conv_turns: list[tuple[str, str]]) -> int:
+    """Prompt tokens of a question with the whole conversation written in front of it."""
+    return len(chat_ids(tokenizer, with_context(format_turns(conv_turns), "?")))
+
+
+def run(engine, convs: list[Conversation], out: Path, settings: RunSettings, *, store_url: str | None = None,
+        progress: bool = True, header_extra: dict | None = None) -> RunState:
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    header = {"model": engine.lm.name, "fingerprint": engine.lm.fingerprint, "recipe": engine.config.to_dict(),
+              **settings.fixed(), **(header_extra or {})}
+    _check_header(out, header)
+    all_modes = make_modes(context_chars=settings.context_chars, recent_turns=settings.recent_turns,
+                           top_k=settings.top_k)
+    unknown = [m for m in settings.modes if m not in all_modes]
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(all_modes)}")
+    state = RunState(out)
+    store = open_store(store_url or f"sqlite:///{(out / 'replays.db').resolve()}")
+    memories = {}
+    try:
+        for conv in convs:
+            bar = tqdm(total=len(conv.turns()), desc=f"replay {conv.conv_id}", unit="turn",
+                       disable=not progress, leave=False)
+            r = replay(engine, store, conv, on_turn=lambda i, n: bar.update(i - bar.n))
+            bar.close()
+            memories[conv.conv_id] = r.memory
+            state.replays[conv.conv_id] = {"session": r.session, "turns": len(r.memory.turns),
+                                           "new_turns": r.new_turns, "seconds": round(r.seconds, 2)}
+            state.transcript_tokens[conv.conv_id] = full_transcript_tokens(engine.tokenizer, r.memory.turns)
+    finally:
+        store.close()
+
+    modes = list(settings.modes)
+    if "foreign-engram" in modes and len(convs) < 2:
+        modes.remove("foreign-engram")
+        state.skipped["foreign-engram"] = "needs a second conversation to take a foreign engram from"
+    ids = [c.conv_id for c in convs]
+    foreign = {cid: memories[ids[(i + 1) % len(ids)]] for i, cid in enumerate(ids)}
+    samples = {c.conv_id: stratified(c.qa, settings.limit, settings.seed, c.conv_id) for c in convs}
+    path = out / "answers.jsonl"
+    state.answers = _read_answers(path)
+    done = {(a["conv"], a["qa_index"], a["mode"]) for a in state.answers}
+    todo = [(c, q, m) for rank in range(max(map(len, samples.values()), default=0))
+            for c in convs if rank < len(samples[c.conv_id])
+            for q in [samples[c.conv_id][rank]] for m in modes if (c.conv_id, q.index, m) not in done]
+    keep = {(c.conv_id, q.index, m) for c in convs for q in samples[c.conv_id] for m in modes}
+    state.answers = [a for a in state.answers if (a["conv"], a["qa_index"], a["mode"]) in keep]
+    with path.open("a", encoding="utf-8") as sink:
+        for conv, qa, mode in tqdm(todo, desc="questions x modes", unit="answer", disable=not progress):
+            t0 = time.perf_counter()
+            res = ask(engine, all_modes[mode], memories[conv.conv_id], qa.question,
+                      foreign=foreign[conv.conv_id], max_new_tokens=settings.max_new_tokens)
+            seconds = time.perf_counter() - t0
+            full = state.transcript_tokens[conv.conv_id]
+            rec = {"conv": conv.conv_id, "split": split_of(conv.conv_id), "qa_index": qa.index,
+                   "category": qa.category, "question": qa.question, "answer": qa.answer,
+                   "adversarial_answer": qa.adversarial_answer, "mode": mode, "reply": res.reply,
+                   "f1": None if qa.category == 5 else round(locomo_f1(res.reply, qa.answer or "", qa.category), 4),
+                   "declined": declines(res.reply), "prompt_tokens": res.prompt_tokens,
+                   "reply_tokens": res.reply_tokens, "seconds": round(seconds, 3),
+                   "transcript_tokens": full, "token_ratio": round(res.prompt_tokens / full, 5)}
+            sink.write(json.dumps(rec) + "\n")
+            sink.flush()
+            state.answers.append(rec)
+    return state

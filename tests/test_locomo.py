@@ -1,0 +1,188 @@
+"""LoCoMo evaluation: the loader on the real files, the scorer, sampling, and a tiny-model run end to end."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from companion.config import EngramConfig
+from companion.cycle import Engine
+from companion.locomo import data as D
+from companion.locomo import evaluate as EV
+from companion.locomo.f1 import declines, locomo_f1, normalize, token_f1
+from companion.locomo.replay import replay
+from companion.locomo.report import write
+from companion.modes import MODE_NAMES
+from memory_store import crud, open_store
+
+DATA = D.default_data_dir()
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"LoCoMo dev folder not found at {DATA} "
+                                "(set COMPANION_LOCOMO to a folder of conv-*.json)")
+
+
+# -- loader on the real files ---------------------------------------------------
+@needs_data
+def test_loader_reads_every_dev_conversation():
+    convs = D.load(DATA)
+    assert len(convs) == len(list(DATA.glob("*.json"))) >= 1
+    for c in convs:
+        assert c.speaker_a != c.speaker_b
+        assert [s.index for s in c.sessions] == sorted(s.index for s in c.sessions)
+        assert all(s.date and s.lines for s in c.sessions)
+        raw = json.loads((DATA / f"{c.conv_id}.json").read_text())
+        n_lines = sum(len(v) for k, v in raw.items() if D._SESSION.fullmatch(k))
+        assert len(c.lines) == n_lines
+        assert len(c.qa) == len(raw["qa"]) and {q.category for q in c.qa} <= set(D.CATEGORIES)
+        assert all(q.answer for q in c.qa if q.category != 5)
+        turns = c.turns()
+        text = "\n".join(u + "\n" + r for u, r in turns)
+        # every line lands in exactly one turn, in order, and each session's date opens a user text
+        assert sum(bool(u.strip()) and not u.startswith("[") or u.count("] ") for u, _ in turns) >= len(c.sessions)
+        assert all(f"[{s.date}]" in text for s in c.sessions)
+        rendered = [line.render() for line in c.lines]
+        pos = 0
+        for r in rendered:
+            pos = text.index(r, pos)
+        assert turns[0][0].startswith(f"[{c.sessions[0].date}]")
+
+
+@needs_data
+def test_loader_accepts_a_single_file_and_the_locomo10_list_layout(tmp_path):
+    one = sorted(DATA.glob("*.json"))[0]
+    assert [c.conv_id for c in D.load(one)] == [one.stem]
+    raw = json.loads(one.read_text())
+    speakers = {k: raw.pop(k) for k in [k for k in raw if k != "qa"]}
+    (tmp_path / "locomo10.json").write_text(json.dumps([{"sample_id": "x-1", "conversation": speakers, "qa": raw["qa"]}]))
+    (c,) = D.load(tmp_path)
+    assert c.conv_id == "x-1" and c.turns() == D.load(one)[0].turns()
+
+
+def test_turn_pairing_rules():
+    conv = D.parse(_conversation("t", 2, lines=5, opener="B"), "t")
+    turns = conv.turns()
+    # session 1 opens with B: a date-only user text; 5 lines B,A,B,A,B -> 3 turns
+    assert turns[0][0] == "[1 May, 2023]" and turns[0][1].startswith("Bea: ")
+    assert turns[1][0].startswith("Ann: ") and turns[1][1].startswith("Bea: ")
+    # session 2 opens with A: the date is prepended to A's line; the trailing A line has an empty reply
+    s2 = turns[3:]
+    assert s2[0][0].startswith("[2 May, 2023] Ann: ") and s2[-1][1] == ""
+    assert sum(bool(u) and u != "[1 May, 2023]" for u, _ in turns) + sum(bool(r) for _, r in turns) == 10
+
+
+# -- scoring -----------------------------------------------------------------------
+def test_token_f1_known_cases():
+    assert token_f1("7 May 2023", "7 May 2023") == 1.0
+    assert token_f1("The Eiffel Tower!", "eiffel tower") == 1.0  # article and punctuation ignored
+    assert token_f1("pottery class", "camping trip") == 0.0
+    assert token_f1("the red car", "a red bicycle") == pytest.approx(0.5)
+    assert token_f1("Caroline went to Paris in May", "Paris") == pytest.approx(2 / 7)
+    assert token_f1("", "Paris") == 0.0
+    assert normalize("An Apple, the PEAR.") == "apple pear"
+
+
+def test_locomo_f1_category_rules():
+    assert locomo_f1("pottery, camping", "camping, pottery, painting", 1) == pytest.approx(2 / 3)
+    assert locomo_f1("she likes hiking", "hiking; she said so in May", 3) == pytest.approx(0.5)
+    assert locomo_f1("hiking", "hiking", 4) == 1.0
+
+
+def test_declines_detector():
+    for reply in ("That was not mentioned in our conversation.", "I don't know.", "I cannot say.",
+                  "There is no information about that.", "I'm not sure what she did."):
+        assert declines(reply), reply
+    for reply in ("She went to Paris.", "In May 2023", "Knowing her, pottery"):
+        assert not declines(reply), reply
+
+
+def test_stratified_sampling_is_deterministic_and_balanced():
+    qa = tuple(D.QA(i, f"q{i}", "a", cat) for i, cat in enumerate([1] * 30 + [2] * 20 + [3] * 3 + [4] * 40 + [5] * 25))
+    a, b = D.stratified(qa, 15, 7, "c"), D.stratified(qa, 15, 7, "c")
+    assert a == b and len(a) == 15 and len({q.index for q in a}) == 15
+    assert D.stratified(qa, 15, 8, "c") != a
+    counts = Counter(q.category for q in a)
+    assert set(counts) == {1, 2, 3, 4, 5} and max(counts.values()) - min(counts.values()) <= 1
+    big = Counter(q.category for q in D.stratified(qa, 50, 0, "c"))
+    assert big[3] == 3 and sum(big.values()) == 50  # the short category's share passes on
+    assert D.stratified(qa, 10, 7, "c") == a[:10]  # every prefix is itself balanced
+    assert len(D.stratified(qa, None, 0)) == len(qa)
+
+
+# -- a tiny-model run end to end ---------------------------------------------------
+def _conversation(tag, sessions, lines, opener="A"):
+    raw = {"speaker_a": "Ann", "speaker_b": "Bea", "qa": []}
+    for s in range(1, sessions + 1):
+        raw[f"session_{s}_date_time"] = f"{s} May, 2023"
+        first = opener if s == 1 else "A"
+        raw[f"session_{s}"] = [
+            {"speaker": ("Ann" if (i % 2 == 0) == (first == "A") else "Bea"), "dia_id": f"D{s}:{i + 1}",
+             "text": f"{tag} line {s}.{i} about the blue kayak"} for i in range(lines)]
+    raw["qa"] = [{"question": f"What colour is {tag}'s kayak?", "answer": "blue", "category": c, "evidence": []}
+                 for c in (1, 2, 3, 4)] + [{"question": "What is Ann's dog called?", "category": 5,
+                                            "adversarial_answer": "Rex", "evidence": []}]
+    return raw
+
+
+@pytest.fixture()
+def tiny_engine(tiny_lm):
+    return Engine(tiny_lm, EngramConfig(layer=2, slots=4))
+
+
+def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, tmp_path, monkeypatch):
+    convs = [D.parse(_conversation(t, 2, 5, opener=o), f"conv-{t}") for t, o in (("x", "B"), ("y", "A"))]
+    out = tmp_path / "out"
+    settings = EV.RunSettings(limit=3, max_new_tokens=3, context_chars=1200)
+    state = EV.run(tiny_engine, convs, out, settings, progress=False)
+    modes = list(MODE_NAMES)
+    results = write(out, state, settings, tiny_engine, modes, command="test")
+    lines = (out / "answers.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 3 * len(modes)
+    assert {r["conv"] for r in state.answers} == {"conv-x", "conv-y"}
+    assert set(results["f1"]) == set(modes) and set(results["prompt_tokens"]) == set(modes)
+    assert all(0.0 <= v <= 1.0 for m in modes for v in results["f1"][m].values() if v is not None)
+    assert results["prompt_tokens"]["none"] < results["prompt_tokens"]["transcript"]
+    assert results["prompt_tokens"]["seed-engram"] == results["prompt_tokens"]["none"] + 4
+    assert all(0 < a["token_ratio"] <= 1.05 for a in state.answers)
+    assert (out / "locomo.png").stat().st_size > 1000 and "| transcript |" in (out / "locomo.md").read_text()
+    assert {a["split"] for a in state.answers} == {"report"}
+
+    # the store holds each conversation as a real session: every turn, and its final engram
+    with open_store(f"sqlite:///{out / 'replays.db'}") as store, store.session() as db:
+        for c in convs:
+            chat = crud.get_session(db, name=state.replays[c.conv_id]["session"])
+            assert [(t.user_text, t.reply_text) for t in crud.turns(db, chat=chat)] == c.turns()
+            engram = None
+            for u, r in c.turns():
+                engram = tiny_engine.absorb(engram, u, r).engram
+            assert torch.allclose(crud.latest_engram(db, chat=chat)[0], engram, atol=1e-5)
+
+    # second run: no replay, no question asked again
+    def boom(*a, **k):
+        raise AssertionError("should have been cached")
+
+    monkeypatch.setattr(Engine, "absorb", boom)
+    monkeypatch.setattr(EV, "ask", boom)
+    again = EV.run(tiny_engine, convs, out, settings, progress=False)
+    assert all(r["new_turns"] == 0 for r in again.replays.values())
+    assert len(again.answers) == len(state.answers)
+    assert (out / "answers.jsonl").read_text().splitlines() == lines
+
+
+def test_interrupted_replay_resumes_from_last_committed_turn(tiny_engine, tmp_path):
+    conv = D.parse(_conversation("z", 2, 6), "conv-z")
+    total = len(conv.turns())
+
+    def stop_after_two(i, n):
+        if i == 2:
+            raise KeyboardInterrupt
+
+    with open_store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        with pytest.raises(KeyboardInterrupt):
+            replay(tiny_engine, store, conv, on_turn=stop_after_two)
+        resumed = replay(tiny_engine, store, conv)
+    with open_store(f"sqlite:///{tmp_path / 'b.db'}") as store:
+        whole = replay(tiny_engine, store, conv)
+    assert resumed.new_turns == total - 2 and whole.new_turns == total
+    assert torch.allclose(resumed.memory.engram, whole.memory.engram, atol=1e-5)
