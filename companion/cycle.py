@@ -122,15 +122,19 @@ class Engine:
         raises), so the blocks above L, which the engram never sees, are skipped.
         """
         embeds, mask = E.inject(self.prepare(engram), self.embed(ids))
+        return self.layer_states(embeds, mask, stop_early=stop_early)[0]
+
+    def layer_states(self, embeds: torch.Tensor, mask: torch.Tensor, *, stop_early: bool = True) -> torch.Tensor:
+        """[B, T, H] input embeddings -> [B, T, H] states after block L."""
         layer = self.config.layer
         if layer == 0:
-            return embeds[0]
+            return embeds
         blocks = getattr(self.model.get_decoder(), "layers", None)
         # hidden_states[num_layers] has the final norm applied, so only L < depth can stop early.
         if stop_early and blocks is not None and layer < len(blocks):
             return self._run_until(blocks[layer - 1], embeds, mask)
         out = self.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        return E.extract(out.hidden_states, layer)
+        return out.hidden_states[layer]
 
     def _run_until(self, block: torch.nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         caught: list[torch.Tensor] = []
@@ -146,7 +150,7 @@ class Engine:
             pass
         finally:
             handle.remove()
-        return caught[0][0]
+        return caught[0]
 
     # -- turns --------------------------------------------------------------
     def absorb(self, engram: torch.Tensor | None, user_text: str, reply_text: str) -> TurnResult:
