@@ -35,9 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=None, help="engram vectors (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--context-chars", type=int, default=6000, help="budget of the text modes")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads; 1 is far faster on a CPU shared with other jobs")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from companion import EngramConfig, Engine, load_model
     from companion.harness import DistractorPool, HarnessError, RunSettings, run
     from companion.settings import cache_dir
