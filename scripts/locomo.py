@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default=None, help="SQLAlchemy URL of the replay cache (default: OUT/replays.db)")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--context-chars", type=int, default=6000, help="bound on the text modes' context")
+    p.add_argument("--batch", type=int, default=10,
+                   help="questions (and conversations' turns) per batched forward; 1: one at a time via modes.ask")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--report-only", action="store_true",
+                   help="ask nothing: write the reports from OUT/answers.jsonl (questions every mode answered)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -54,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or default_data_dir(REPO)
     convs = load(data)
     settings = RunSettings(limit=args.limit or None, seed=args.seed, modes=tuple(args.modes),
-                           max_new_tokens=args.max_new_tokens, context_chars=args.context_chars)
+                           max_new_tokens=args.max_new_tokens, context_chars=args.context_chars,
+                           batch=args.batch)
     lm = load_model(args.model, cache_root=cache_dir(), quiet=True)
     engine = Engine(lm, EngramConfig(layer=args.layer, slots=args.slots))
-    state = run(engine, convs, args.out, settings, store_url=args.db, progress=not args.no_progress)
+    state = run(engine, convs, args.out, settings, store_url=args.db, progress=not args.no_progress,
+                ask_missing=not args.report_only)
     command = "python scripts/locomo.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = write(args.out, state, settings, engine, [m for m in settings.modes if m not in state.skipped],
                     command=command, repo=REPO)

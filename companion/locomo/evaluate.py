@@ -1,9 +1,11 @@
 """Asking LoCoMo questions through every memory mode, resumably.
 
 Every conversation is first replayed into the store (replay.py). Then each
-sampled question is asked through each mode with modes.ask, the normal turn,
-and the answer is appended to answers.jsonl at once, so a killed run resumes
-where it stopped. Questions go round-robin (question rank, then conversation,
+sampled question is asked through each mode: the mode builds the prompt
+(engram and context) exactly as modes.ask does, and batch.answer_many answers
+a batch of such prompts greedily in one forward (equal to modes.ask per row to
+float tolerance; RunSettings.batch=1 calls modes.ask itself). Each answer is
+appended to answers.jsonl at once, so a killed run resumes where it stopped. Questions go round-robin (question rank, then conversation,
 then mode) so a run cut short still covers every conversation and category.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from ..cycle import chat_ids
 from ..modes import MODE_NAMES, ask, format_turns, make_modes, with_context
 from .data import Conversation, split_of, stratified
 from .f1 import declines, locomo_f1
-from .replay import replay
+from .replay import replay_many
 
 
 @dataclass
@@ -32,11 +35,12 @@ class RunSettings:
     context_chars: int = 6000  # bound on text modes (transcript, recent, retrieval)
     top_k: int = 3
     recent_turns: int = 3
+    batch: int = 10  # questions per forward (batch.answer_many); 1: modes.ask one at a time
 
     def fixed(self) -> dict:
         """What must not change between a run and its resumption (modes and limit may grow)."""
         d = asdict(self)
-        d.pop("limit"), d.pop("modes")
+        d.pop("limit"), d.pop("modes"), d.pop("batch")
         return d
 
 
@@ -79,7 +83,9 @@ def full_transcript_tokens(tokenizer, conv_turns: list[tuple[str, str]]) -> int:
 
 
 def run(engine, convs: list[Conversation], out: Path, settings: RunSettings, *, store_url: str | None = None,
-        progress: bool = True, header_extra: dict | None = None) -> RunState:
+        progress: bool = True, header_extra: dict | None = None, ask_missing: bool = True) -> RunState:
+    """Replay, then ask what answers.jsonl lacks. ask_missing=False asks nothing and keeps only the
+    questions every mode has answered, so a run cut short still compares modes on the same questions."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -95,15 +101,14 @@ def run(engine, convs: list[Conversation], out: Path, settings: RunSettings, *, 
     store = open_store(store_url or f"sqlite:///{(out / 'replays.db').resolve()}")
     memories = {}
     try:
-        for conv in convs:
-            bar = tqdm(total=len(conv.turns()), desc=f"replay {conv.conv_id}", unit="turn",
-                       disable=not progress, leave=False)
-            r = replay(engine, store, conv, on_turn=lambda i, n: bar.update(i - bar.n))
-            bar.close()
-            memories[conv.conv_id] = r.memory
-            state.replays[conv.conv_id] = {"session": r.session, "turns": len(r.memory.turns),
-                                           "new_turns": r.new_turns, "seconds": round(r.seconds, 2)}
-            state.transcript_tokens[conv.conv_id] = full_transcript_tokens(engine.tokenizer, r.memory.turns)
+        bar = tqdm(total=sum(len(c.turns()) for c in convs), desc="replay", unit="turn", disable=not progress)
+        for r in replay_many(engine, store, convs, batched=settings.batch > 1,
+                             on_turn=lambda c, i, n: bar.update(1)):
+            memories[r.conv_id] = r.memory
+            state.replays[r.conv_id] = {"session": r.session, "turns": len(r.memory.turns),
+                                        "new_turns": r.new_turns, "seconds": round(r.seconds, 2)}
+            state.transcript_tokens[r.conv_id] = full_transcript_tokens(engine.tokenizer, r.memory.turns)
+        bar.close()
     finally:
         store.close()
 
@@ -122,21 +127,52 @@ def run(engine, convs: list[Conversation], out: Path, settings: RunSettings, *, 
             for q in [samples[c.conv_id][rank]] for m in modes if (c.conv_id, q.index, m) not in done]
     keep = {(c.conv_id, q.index, m) for c in convs for q in samples[c.conv_id] for m in modes}
     state.answers = [a for a in state.answers if (a["conv"], a["qa_index"], a["mode"]) in keep]
+    if not ask_missing:
+        todo = []
+        per_q = Counter((a["conv"], a["qa_index"]) for a in state.answers)
+        state.answers = [a for a in state.answers if per_q[(a["conv"], a["qa_index"])] == len(modes)]
+    size = max(1, settings.batch)
+    windows = [todo[i:i + size * len(modes)] for i in range(0, len(todo), size * len(modes))]
+    bar = tqdm(total=len(todo), desc="questions x modes", unit="answer", disable=not progress)
     with path.open("a", encoding="utf-8") as sink:
-        for conv, qa, mode in tqdm(todo, desc="questions x modes", unit="answer", disable=not progress):
-            t0 = time.perf_counter()
-            res = ask(engine, all_modes[mode], memories[conv.conv_id], qa.question,
-                      foreign=foreign[conv.conv_id], max_new_tokens=settings.max_new_tokens)
-            seconds = time.perf_counter() - t0
-            full = state.transcript_tokens[conv.conv_id]
-            rec = {"conv": conv.conv_id, "split": split_of(conv.conv_id), "qa_index": qa.index,
-                   "category": qa.category, "question": qa.question, "answer": qa.answer,
-                   "adversarial_answer": qa.adversarial_answer, "mode": mode, "reply": res.reply,
-                   "f1": None if qa.category == 5 else round(locomo_f1(res.reply, qa.answer or "", qa.category), 4),
-                   "declined": declines(res.reply), "prompt_tokens": res.prompt_tokens,
-                   "reply_tokens": res.reply_tokens, "seconds": round(seconds, 3),
-                   "transcript_tokens": full, "token_ratio": round(res.prompt_tokens / full, 5)}
-            sink.write(json.dumps(rec) + "\n")
-            sink.flush()
-            state.answers.append(rec)
+        for window in windows:  # a few question ranks over every conversation, batched per mode
+            for mode in modes:
+                items = [(c, q) for c, q, m in window if m == mode]
+                for i in range(0, len(items), size):
+                    for rec in _answer(engine, all_modes[mode], items[i:i + size], memories, foreign, settings,
+                                       state.transcript_tokens):
+                        sink.write(json.dumps(rec) + "\n")
+                        state.answers.append(rec)
+                    sink.flush()
+                    bar.update(len(items[i:i + size]))
+    bar.close()
     return state
+
+
+def _answer(engine, mode, items, memories, foreign, settings: RunSettings, full_tokens: dict) -> list[dict]:
+    """Ask a batch of (conversation, question) through one mode: batch.answer_many, or modes.ask one
+    at a time when settings.batch is 1. Seconds are the batch's wall time shared equally."""
+    from ..batch import answer_many
+
+    t0 = time.perf_counter()
+    if settings.batch > 1:
+        prompts = [mode.prompt(memories[c.conv_id], q.question, foreign[c.conv_id]) for c, q in items]
+        texts = [with_context(p.context, q.question) for p, (c, q) in zip(prompts, items)]
+        replies = answer_many(engine, [p.engram for p in prompts], texts, max_new_tokens=settings.max_new_tokens)
+        tokens = [(0 if p.engram is None else p.engram.shape[0]) + len(chat_ids(engine.tokenizer, t))
+                  for p, t in zip(prompts, texts)]
+    else:
+        results = [ask(engine, mode, memories[c.conv_id], q.question, foreign=foreign[c.conv_id],
+                       max_new_tokens=settings.max_new_tokens) for c, q in items]
+        replies, tokens = [r.reply for r in results], [r.prompt_tokens for r in results]
+    seconds = (time.perf_counter() - t0) / len(items)
+    out = []
+    for (conv, qa), reply, n in zip(items, replies, tokens):
+        full = full_tokens[conv.conv_id]
+        out.append({"conv": conv.conv_id, "split": split_of(conv.conv_id), "qa_index": qa.index,
+                    "category": qa.category, "question": qa.question, "answer": qa.answer,
+                    "adversarial_answer": qa.adversarial_answer, "mode": mode.name, "reply": reply,
+                    "f1": None if qa.category == 5 else round(locomo_f1(reply, qa.answer or "", qa.category), 4),
+                    "declined": declines(reply), "prompt_tokens": n, "seconds": round(seconds, 3),
+                    "transcript_tokens": full, "token_ratio": round(n / full, 5)})
+    return out

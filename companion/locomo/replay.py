@@ -47,9 +47,20 @@ def session_name(conv_id: str, key: str) -> str:
     return f"locomo-{re.sub(r'[^A-Za-z0-9._-]', '-', conv_id)[:40]}-{key}"
 
 
-def replay(engine, store, conv: Conversation, *,
-           on_turn: Callable[[int, int], None] | None = None) -> Replayed:
-    """The conversation's memory (text log and final engram) from the store, replaying what is missing."""
+@dataclass
+class _Progress:
+    conv: Conversation
+    name: str
+    chat: object
+    planned: list
+    engram: object
+    transcript: int
+    done: int
+    new: int = 0
+    seconds: float = 0.0
+
+
+def _open(engine, store, conv: Conversation) -> _Progress:
     config = engine.config
     name = session_name(conv.conv_id, replay_key(engine.lm.fingerprint, config.to_json()))
     planned = conv.turns()
@@ -60,24 +71,54 @@ def replay(engine, store, conv: Conversation, *,
                                        model_fingerprint=engine.lm.fingerprint, engram_config=config.to_dict())
         stored = crud.turns(db, chat=chat)
         latest = crud.latest_engram(db, chat=chat)
-        done = [(t.user_text, t.reply_text) for t in stored]
-        transcript = sum(t.reply_tokens + t.prompt_tokens for t in stored)
+    done = [(t.user_text, t.reply_text) for t in stored]
     if done != planned[:len(done)]:
         raise ReplayMismatchError(f"stored session {name!r} does not match {conv.conv_id}; delete it to replay")
-    engram = None if latest is None else latest[0]
-    t0, new = time.perf_counter(), 0
-    for i in range(len(done), len(planned)):
-        user, reply = planned[i]
-        result = engine.absorb(engram, user, reply)
-        transcript += len(chat_ids(engine.tokenizer, user, reply)) + 1
-        with store.session() as db, db.begin():
-            crud.add_turn(db, chat=chat, expected_cycle=chat.cycle, user_text=user, reply_text=reply,
-                          prompt_tokens=result.prompt_tokens, reply_tokens=result.reply_tokens,
-                          transcript_tokens=transcript, gen_seconds=result.gen_seconds,
-                          update_seconds=result.update_seconds, engram=result.engram,
-                          engram_config=config.to_dict())
-        engram, new = result.engram, new + 1
-        if on_turn is not None:
-            on_turn(i + 1, len(planned))
-    return Replayed(conv.conv_id, name, Memory(turns=list(planned), engram=engram), new,
-                    time.perf_counter() - t0)
+    transcript = stored[-1].transcript_tokens if stored else 0
+    return _Progress(conv, name, chat, planned, None if latest is None else latest[0], transcript, len(done))
+
+
+def _commit(engine, store, p: _Progress, engram, seconds: float) -> None:
+    user, reply = p.planned[p.done]
+    tok = engine.tokenizer
+    prompt_len = len(chat_ids(tok, user))
+    turn_len = len(chat_ids(tok, user, reply)) + 1
+    slots = 0 if p.engram is None else p.engram.shape[0]
+    p.transcript += turn_len
+    with store.session() as db, db.begin():
+        crud.add_turn(db, chat=p.chat, expected_cycle=p.chat.cycle, user_text=user, reply_text=reply,
+                      prompt_tokens=slots + prompt_len, reply_tokens=turn_len - prompt_len - 1,
+                      transcript_tokens=p.transcript, gen_seconds=0.0, update_seconds=seconds,
+                      engram=engram, engram_config=engine.config.to_dict())
+    p.engram, p.done, p.new, p.seconds = engram, p.done + 1, p.new + 1, p.seconds + seconds
+
+
+def replay_many(engine, store, convs: list[Conversation], *, batched: bool = True,
+                on_turn: Callable[[str, int, int], None] | None = None) -> list[Replayed]:
+    """Replay several conversations side by side: turn k of every unfinished one in one batched
+    forward (batch.absorb_many, equal to Engine.absorb per row to float tolerance); batched=False
+    runs Engine.absorb one turn at a time. Each turn is committed as soon as it is absorbed."""
+    from ..batch import absorb_many
+
+    states = [_open(engine, store, c) for c in convs]
+    while active := [p for p in states if p.done < len(p.planned)]:
+        t0 = time.perf_counter()
+        if batched:
+            engrams = absorb_many(engine, [p.engram for p in active], [p.planned[p.done] for p in active])
+        else:
+            engrams = [engine.absorb(p.engram, *p.planned[p.done]).engram for p in active]
+        share = (time.perf_counter() - t0) / len(active)
+        for p, engram in zip(active, engrams):
+            _commit(engine, store, p, engram, share)
+            if on_turn is not None:
+                on_turn(p.conv.conv_id, p.done, len(p.planned))
+    return [Replayed(p.conv.conv_id, p.name, Memory(turns=list(p.planned), engram=p.engram), p.new, p.seconds)
+            for p in states]
+
+
+def replay(engine, store, conv: Conversation, *,
+           on_turn: Callable[[int, int], None] | None = None) -> Replayed:
+    """The conversation's memory (text log and final engram) from the store, replaying what is missing
+    one turn at a time with Engine.absorb, as a live session would."""
+    hook = None if on_turn is None else (lambda _c, i, n: on_turn(i, n))
+    return replay_many(engine, store, [conv], batched=False, on_turn=hook)[0]
