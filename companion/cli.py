@@ -1,4 +1,4 @@
-"""The `companion` command: chat, say, sessions, show, delete.
+"""The `companion` command: chat, say, sessions, show, delete, export, import.
 
 It parses arguments, calls the service and prints; errors become one line on
 stderr and exit status 1 (2 for usage errors, 130 for Ctrl-C).
@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from memory_store.errors import StoreError
 
 from .config import ConfigError, EngramConfig
@@ -18,9 +20,18 @@ from .cycle import InputTooLongError
 from .loading import ModelLoadError
 from .repl import prompt_reader, run_repl
 from .service import Companion, CompanionError
-from .settings import data_dir
+from .settings import DataFolderError, data_dir
+from .transfer import TransferError, export_session, import_session
 
-ERRORS = (CompanionError, StoreError, ModelLoadError, ConfigError, InputTooLongError, ValueError, OSError)
+ERRORS = (CompanionError, StoreError, ModelLoadError, ConfigError, InputTooLongError, TransferError,
+          DataFolderError, SQLAlchemyError, ValueError, OSError)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: SQLAlchemy and some libraries put SQL or hints on later lines."""
+    text = str(getattr(exc, "orig", None) or exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+    text = text.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _recipe(args) -> EngramConfig | None:
@@ -91,7 +102,7 @@ def cmd_chat(args) -> int:
         return _transcript(comp, name)
 
     run_repl(session=name, respond=respond, commands={"stats": stats, "sessions": sessions, "show": show},
-             read_line=prompt_reader(data_dir() / "history"), errors=ERRORS)
+             read_line=prompt_reader(data_dir() / "history"), errors=ERRORS, describe=one_line)
     comp.close()
     return 0
 
@@ -141,6 +152,26 @@ def cmd_delete(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    comp = Companion(db_url=args.db)
+    report = export_session(comp.store, args.name, args.file, force=args.force)
+    comp.close()
+    for cycle, reason in sorted(report.damaged.items()):
+        print(f"companion: warning: left out the engram of cycle {cycle}: {reason}", file=sys.stderr)
+    note = f"; {len(report.damaged)} damaged engram(s) left out (see above)" if report.damaged else ""
+    print(f"exported session {report.name!r}: {report.turns} turns, {report.engrams} engrams -> {report.path}{note}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    comp = Companion(db_url=args.db)
+    report = import_session(comp.store, args.file, name=args.as_name, force=args.force)
+    comp.close()
+    how = "replaced" if report.replaced else "imported"
+    print(f"{how} session {report.name!r}: {report.turns} turns")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: COMPANION_DB, else a SQLite file in COMPANION_HOME)")
@@ -178,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     delete = sub.add_parser("delete", help="delete a session and its engrams")
     delete.add_argument("name")
     delete.set_defaults(func=cmd_delete)
+
+    exp = sub.add_parser("export", help="write a session (transcript + engrams) to one safetensors file")
+    exp.add_argument("name")
+    exp.add_argument("file")
+    exp.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    exp.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import", help="add a session from a file made by `companion export` (verified first)")
+    imp.add_argument("file")
+    imp.add_argument("--as", dest="as_name", default=None, metavar="NAME", help="import under another name")
+    imp.add_argument("--force", action="store_true", help="replace an existing session of that name")
+    imp.set_defaults(func=cmd_import)
     return p
 
 
@@ -190,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ncancelled: nothing was stored", file=sys.stderr)
         return 130
     except ERRORS as exc:
-        print(f"companion: error: {exc}", file=sys.stderr)
+        print(f"companion: error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

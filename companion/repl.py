@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Callable, TextIO
@@ -22,12 +23,21 @@ HELP = """Type a message and press Enter. Ctrl-C cancels a reply (nothing is sto
 /quit        leave (the session is already saved after every turn)"""
 
 
+def private_file(path: Path) -> Path:
+    """Create path if missing and make it owner-only: the input history holds what the user typed."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 def prompt_reader(history_file: Path | None = None) -> Callable[[], str]:
     """A line reader: prompt-toolkit on a terminal, plain stdin lines otherwise."""
     if sys.stdin.isatty():
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
 
+        if history_file is not None:
+            private_file(history_file)
         history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
         # Pasted multi-line text arrives whole (bracketed paste) and is sent as one message.
         session = PromptSession(history=history)
@@ -50,6 +60,7 @@ def run_repl(
     read_line: Callable[[], str],
     errors: tuple[type[BaseException], ...] = (),
     out: TextIO = sys.stdout,
+    describe: Callable[[BaseException], str] = str,
 ) -> None:
     """Loop: read a line, run a slash command or a turn, print what happened."""
     def say(text: str) -> None:
@@ -78,7 +89,7 @@ def run_repl(
                 try:
                     say(commands[name](arg.strip()) + "\n")
                 except errors as exc:
-                    say(f"error: {exc}\n")
+                    say(f"error: {describe(exc)}\n")
             else:
                 say(f"unknown command /{name}; /help lists the commands\n")
             continue
@@ -88,4 +99,4 @@ def run_repl(
         except KeyboardInterrupt:
             say("\n[cancelled: this turn was not stored]\n")
         except errors as exc:
-            say(f"\nerror: {exc}\n")
+            say(f"\nerror: {describe(exc)}\n")

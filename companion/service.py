@@ -8,6 +8,8 @@ processes on one session can never interleave turns.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,6 +54,52 @@ class TurnView:
 
 
 CONTROL_OK = {"\n", "\t"}
+
+# Test hook, documented in docs/results-reliability.md: COMPANION_CRASH_AT=<point>
+# makes `say` SIGKILL its own process at that named point of a turn, so the
+# crash tests can kill exactly there (no timing guesswork). "mid-generation"
+# fires on the Nth streamed piece of the reply (COMPANION_CRASH_AT=mid-generation:N,
+# default 2). Unset, it costs one dict lookup per point.
+CRASH_ENV = "COMPANION_CRASH_AT"
+CRASH_POINTS = ("after-load", "mid-generation", "after-generation", "after-extraction",
+                "before-commit", "mid-commit", "after-commit")
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process if COMPANION_CRASH_AT names this point (tests only)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted and wanted.partition(":")[0] == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _crash_hooks(engine, on_text):
+    """Wrap on_text and engine.compress so the in-turn crash points can fire (tests only)."""
+    wanted = os.environ.get(CRASH_ENV, "")
+    if not wanted:
+        return on_text, None
+    point, _, n = wanted.partition(":")
+    if point == "mid-generation":
+        limit, seen = int(n or 2), [0]
+
+        def counting(piece: str) -> None:
+            if on_text is not None:
+                on_text(piece)
+            seen[0] += 1
+            if seen[0] >= limit:
+                crash_point("mid-generation")
+
+        return counting, None
+    if point == "after-generation":
+        # compress() runs once generation has finished, before the engram is pooled.
+        original = engine.compress
+
+        def compress(states):
+            crash_point("after-generation")
+            return original(states)
+
+        engine.compress = compress
+        return on_text, original
+    return on_text, None
 
 
 def clean_input(text: str) -> str:
@@ -138,18 +186,27 @@ class Companion:
         text = clean_input(text)
         with self.store.session() as db:
             chat = crud.get_session(db, name=name)
-            self._check_model(chat)
             config = self._recipe_for(chat)
             engram, expected = None, 0
             history: list[tuple[str, str]] = []
             if chat is not None:
                 expected = chat.cycle
-                latest = self._latest(db, chat)
-                engram = latest
+                # Verified before the model is even loaded: a damaged engram is never injected.
+                engram = self._latest(db, chat, config)
                 history = [(t.user_text, t.reply_text) for t in crud.turns(db, chat=chat)]
+            self._check_model(chat)
+            self._check_width(chat, engram)
         engine = self.engine(config)
-        result = engine.run_turn(engram, text, on_text=on_text, max_new_tokens=self.max_new_tokens)
+        crash_point("after-load")
+        on_text, original_compress = _crash_hooks(engine, on_text)
+        try:
+            result = engine.run_turn(engram, text, on_text=on_text, max_new_tokens=self.max_new_tokens)
+        finally:
+            if original_compress is not None:
+                engine.compress = original_compress
+        crash_point("after-extraction")
         transcript = self.transcript_tokens(history, text)
+        crash_point("before-commit")
         try:
             with self.store.session() as db, db.begin():
                 chat = crud.get_session(db, name=name)
@@ -163,21 +220,43 @@ class Companion:
                               transcript_tokens=transcript, gen_seconds=result.gen_seconds,
                               update_seconds=result.update_seconds, engram=result.engram,
                               engram_config=config.to_dict())
+                crash_point("mid-commit")
         except StaleSessionError as exc:
             # Optimistic concurrency: the other process's turn stands, this one is dropped whole.
             raise CompanionError(
                 f"session {name!r} moved on in another process while this turn ran; this turn was "
                 "not stored, so send it again"
             ) from exc
+        crash_point("after-commit")
         return TurnReport(result.reply, expected + 1, result.prompt_tokens, transcript, result.reply_tokens,
                           result.gen_seconds, result.update_seconds, mean_row_norm(result.engram))
 
-    def _latest(self, db, chat):
+    def _latest(self, db, chat, config: EngramConfig | None = None):
+        """The session's newest engram, verified; refuses one that is damaged, missing or of another recipe."""
         try:
             found = crud.latest_engram(db, chat=chat)
         except CorruptEngramError as exc:
-            raise CompanionError(f"refusing to inject a damaged engram: {exc}") from exc
-        return None if found is None else found[0]
+            raise CompanionError(f"refusing to inject a damaged engram: {exc}; `companion show {chat.name}` "
+                                 f"and `companion export` still work") from exc
+        if chat.cycle == 0 and found is None:
+            return None
+        if found is None or found[1].cycle != chat.cycle:
+            have = "none" if found is None else f"cycle {found[1].cycle}"
+            raise CompanionError(f"refusing to resume session {chat.name!r}: the engram of cycle {chat.cycle} "
+                                 f"is missing (newest stored: {have})")
+        tensor, row = found
+        if json.loads(row.config) != json.loads(chat.engram_config):
+            raise CompanionError(f"refusing to inject the engram of session {chat.name!r} cycle {row.cycle}: it was "
+                                 f"made with recipe {row.config}, the session says {chat.engram_config}")
+        if config is not None and (tensor.dim() != 2 or tensor.shape[0] != config.slots):
+            raise CompanionError(f"refusing to inject the engram of session {chat.name!r} cycle {row.cycle}: shape "
+                                 f"{tuple(tensor.shape)} does not fit the recipe's {config.slots} slots")
+        return tensor
+
+    def _check_width(self, chat, engram) -> None:
+        if engram is not None and engram.shape[-1] != self.lm.hidden_size:
+            raise CompanionError(f"refusing to inject the engram of session {chat.name!r}: its width "
+                                 f"{engram.shape[-1]} does not match this model's hidden size {self.lm.hidden_size}")
 
     # -- sessions -------------------------------------------------------------
     def sessions(self) -> list:
@@ -193,9 +272,10 @@ class Companion:
         with self.store.session() as db:
             chat = crud.get_session(db, name=crud.validate_session_name(name))
             if chat is not None:
-                self._recipe_for(chat)
+                config = self._recipe_for(chat)
+                engram = self._latest(db, chat, config)
                 self._check_model(chat)
-                self._latest(db, chat)
+                self._check_width(chat, engram)
 
     def show(self, name: str) -> tuple[dict, list[TurnView]]:
         with self.store.session() as db:

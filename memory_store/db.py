@@ -12,10 +12,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 import memory_store
-from memory_store.errors import SchemaTooNewError
+from memory_store.errors import SchemaTooNewError, StoreError
 
 ALEMBIC_DIR = Path(memory_store.__file__).resolve().parent.parent / "alembic"
 # Two terminals on one session is the expected contention; a turn's write is
@@ -36,7 +37,9 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 def _prepare_sqlite_file(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # mkdir's mode is masked by the umask
     # Create it ourselves so it never exists with the umask's wider mode: it
     # holds the user's conversations. SQLite gives -wal/-shm the same mode.
     try:
@@ -122,11 +125,40 @@ class Store:
         return f"Store({make_url(self.url).render_as_string(hide_password=True)!r})"
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
 def open_store(url: str) -> Store:
-    """Open (creating and migrating as needed) the database at url."""
-    engine = make_engine(url)
+    """Open (creating and migrating as needed) the database at url.
+
+    Anything that stops the database from opening (a bad URL, a missing
+    driver, an unwritable folder, a server that refuses) becomes a one-line
+    StoreError naming the URL, never a traceback.
+    """
+    try:
+        engine = make_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"cannot use database URL {_shown(url)}: {_first_line(exc)}") from exc
+    except OSError as exc:
+        path = _sqlite_file(make_url(url))
+        blocker = next((p for p in (path.parents if path else ()) if p.exists() and not p.is_dir()), None)
+        reason = (f"{blocker} is a file, not a folder" if blocker is not None else
+                  f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}")
+        raise StoreError(f"cannot create the database {_shown(url)}: {reason}") from exc
     try:
         _migrate(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open the database {_shown(url)}: {_first_line(exc)}") from exc
     except BaseException:
         engine.dispose()
         raise
