@@ -23,8 +23,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 chat: setup
 	$(VENV)/bin/companion chat $(ARGS)
 
+# -rs prints why a test was skipped (tests/test_postgres.py skips without
+# COMPANION_TEST_PG_URL, which .ci/run sets after starting a local server).
 test: setup
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

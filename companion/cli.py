@@ -34,6 +34,17 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _count(text: str) -> int:
+    """argparse type for --max-new-tokens: a whole number from 1 to 100000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (1..100000)")
+    return value
+
+
 def _recipe(args) -> EngramConfig | None:
     """An explicit recipe only when a recipe option was given (else: the session's own)."""
     given = {k: getattr(args, k) for k in ("layer", "slots") if getattr(args, k, None) is not None}
@@ -181,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", default=None, help="Hugging Face id, local folder or .gguf path (default: embedded SmolLM2-135M)")
         sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
         sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
-        sp.add_argument("--max-new-tokens", type=int, default=200)
+        sp.add_argument("--max-new-tokens", type=_count, default=200, help="longest reply in tokens (default 200)")
 
     chat = sub.add_parser("chat", help="interactive chat (resumes the session if it exists)")
     chat.add_argument("--session", "-s", default="default")

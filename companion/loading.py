@@ -172,5 +172,6 @@ def load_model(spec: str | None = None, *, cache_root: Path | None = None, quiet
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load model {spec or EMBEDDED_NAME!r}: {first}") from exc
+        hint = " (is the GGUF file damaged or incomplete?)" if spec is None or spec.endswith(".gguf") else ""
+        raise ModelLoadError(f"cannot load model {spec or EMBEDDED_NAME!r}{hint}: {first}") from exc
     return LanguageModel(model=model, tokenizer=tokenizer, name=name, fingerprint=weights_fingerprint(model))
