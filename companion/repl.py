@@ -23,6 +23,10 @@ HELP = """Type a message and press Enter. Ctrl-C cancels a reply (nothing is sto
 /quit        leave (the session is already saved after every turn)"""
 
 
+class LineError(ValueError):
+    """A line that cannot be read as text; the REPL reports it and reads the next one."""
+
+
 def private_file(path: Path) -> Path:
     """Create path if missing and make it owner-only: the input history holds what the user typed."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
@@ -44,10 +48,19 @@ def prompt_reader(history_file: Path | None = None) -> Callable[[], str]:
         return lambda: session.prompt("> ")
 
     def read() -> str:
-        line = sys.stdin.readline()
-        if not line:
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
+            return line.rstrip("\n")
+        raw = stream.readline()
+        if not raw:
             raise EOFError
-        return line.rstrip("\n")
+        try:
+            return raw.decode("utf-8").rstrip("\n")
+        except UnicodeDecodeError as exc:
+            raise LineError(f"that line is not valid UTF-8 (byte {exc.start}); nothing was sent") from exc
 
     return read
 
@@ -76,6 +89,9 @@ def run_repl(
             return
         except KeyboardInterrupt:
             continue  # Ctrl-C at the prompt just clears the line
+        except LineError as exc:
+            say(f"error: {exc}\n")
+            continue
         stripped = line.strip()
         if not stripped:
             continue

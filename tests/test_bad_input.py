@@ -141,6 +141,8 @@ CASES = [
          "standard input is not valid UTF-8 (byte 3)"),
     Case("unknown slash command (REPL)", lambda c: {"args": ["chat", "-s", KEEP], "stdin": b"/bogus\n/quit\n"},
          "unknown command /bogus; /help lists the commands", code=0, stream="stdout"),
+    Case("invalid UTF-8 line in the REPL", lambda c: {"args": ["chat", "-s", KEEP], "stdin": b"caf\xe9\n/quit\n"},
+         "error: that line is not valid UTF-8 (byte 3); nothing was sent", code=0, stream="stdout"),
     Case("session name with a slash", _say("-s", "a/b", "hi"), "session name contains '/'"),
     Case("session name with quotes", _say("-s", "it's", "hi"), "session name contains \"'\""),
     Case("session name '..'", _say("-s", "..", "hi"), "must start with a letter or digit"),
