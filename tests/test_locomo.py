@@ -203,3 +203,17 @@ def test_interrupted_replay_resumes_from_last_committed_turn(tiny_engine, tmp_pa
         whole = replay(tiny_engine, store, conv)
     assert resumed.new_turns == total - 2 and whole.new_turns == total
     assert torch.allclose(resumed.memory.engram, whole.memory.engram, atol=1e-5)
+
+
+def test_shared_prefix_answers_equal_run_turn(tiny_engine):
+    from companion.locomo.prefix import answer_shared
+    from companion.modes import with_context
+
+    context = "User: Ann: the blue kayak is in the shed\nAssistant: Bea: noted, the shed " * 6
+    texts = [with_context(context, q) for q in ("Where is the kayak?", "What colour is it?", "Who owns it?")]
+    got = answer_shared(tiny_engine, None, texts, max_new_tokens=5)
+    want = [tiny_engine.run_turn(None, t, max_new_tokens=5, repetition_penalty=1.0).reply for t in texts]
+    assert got == want
+    engram = torch.randn(4, tiny_engine.lm.hidden_size)
+    got = answer_shared(tiny_engine, engram, texts, max_new_tokens=5)
+    assert got == [tiny_engine.run_turn(engram, t, max_new_tokens=5, repetition_penalty=1.0).reply for t in texts]

@@ -23,7 +23,10 @@ from ..cycle import chat_ids
 from ..modes import MODE_NAMES, ask, format_turns, make_modes, with_context
 from .data import Conversation, split_of, stratified
 from .f1 import declines, locomo_f1
+from .prefix import answer_shared
 from .replay import replay_many
+
+SHARED_CONTEXT_MODES = ("transcript", "recent")  # context independent of the question
 
 
 @dataclass
@@ -132,19 +135,25 @@ def run(engine, convs: list[Conversation], out: Path, settings: RunSettings, *, 
         per_q = Counter((a["conv"], a["qa_index"]) for a in state.answers)
         state.answers = [a for a in state.answers if per_q[(a["conv"], a["qa_index"])] == len(modes)]
     size = max(1, settings.batch)
+    order = {cid: i for i, cid in enumerate(ids)}
     windows = [todo[i:i + size * len(modes)] for i in range(0, len(todo), size * len(modes))]
     bar = tqdm(total=len(todo), desc="questions x modes", unit="answer", disable=not progress)
     with path.open("a", encoding="utf-8") as sink:
         for window in windows:  # a few question ranks over every conversation, batched per mode
             for mode in modes:
                 items = [(c, q) for c, q, m in window if m == mode]
-                for i in range(0, len(items), size):
-                    for rec in _answer(engine, all_modes[mode], items[i:i + size], memories, foreign, settings,
+                if mode in SHARED_CONTEXT_MODES:  # same context per conversation: group by conversation
+                    items.sort(key=lambda cq: order[cq[0].conv_id])
+                    groups = [[cq for cq in items if cq[0].conv_id == cid] for cid in order]
+                else:
+                    groups = [items[i:i + size] for i in range(0, len(items), size)]
+                for group in (g for g in groups if g):
+                    for rec in _answer(engine, all_modes[mode], group, memories, foreign, settings,
                                        state.transcript_tokens):
                         sink.write(json.dumps(rec) + "\n")
                         state.answers.append(rec)
                     sink.flush()
-                    bar.update(len(items[i:i + size]))
+                    bar.update(len(group))
     bar.close()
     return state
 
@@ -155,7 +164,15 @@ def _answer(engine, mode, items, memories, foreign, settings: RunSettings, full_
     from ..batch import answer_many
 
     t0 = time.perf_counter()
-    if settings.batch > 1:
+    prompts = [mode.prompt(memories[c.conv_id], q.question, foreign[c.conv_id]) for c, q in items]
+    shared = (settings.batch > 1 and len({c.conv_id for c, _ in items}) == 1 and prompts[0].context
+              and all(p.context == prompts[0].context and p.engram is prompts[0].engram for p in prompts))
+    if shared:  # one conversation, one context for every question: compute the prefix once
+        texts = [with_context(p.context, q.question) for p, (c, q) in zip(prompts, items)]
+        replies = answer_shared(engine, prompts[0].engram, texts, max_new_tokens=settings.max_new_tokens)
+        tokens = [(0 if p.engram is None else p.engram.shape[0]) + len(chat_ids(engine.tokenizer, t))
+                  for p, t in zip(prompts, texts)]
+    elif settings.batch > 1:
         prompts = [mode.prompt(memories[c.conv_id], q.question, foreign[c.conv_id]) for c, q in items]
         texts = [with_context(p.context, q.question) for p, (c, q) in zip(prompts, items)]
         replies = answer_many(engine, [p.engram for p in prompts], texts, max_new_tokens=settings.max_new_tokens)
