@@ -262,4 +262,5 @@ if __name__ == "__main__":
             code, message, _out, _err = run_case(case, c)
             same = fingerprint(c.db) == before
             shown = message.replace("|", "\\|")
-            print(f"| {i} | {case.kind} | {code} | `{shown}` | {'yes' if same else 'NO'} |", flush=True)
+            shown = f"`` {shown} ``" if "`" in shown else f"`{shown}`"
+            print(f"| {i} | {case.kind} | {code} | {shown} | {'yes' if same else 'NO'} |", flush=True)
