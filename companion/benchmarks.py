@@ -115,9 +115,10 @@ def update_overhead(engine: Engine, engram: torch.Tensor, text: str, reply_token
             "update_overhead_second_pass": med["engram-second-pass"] / med["no-memory"] - 1}
 
 
-def second_start(cache_home: Path, model: str | None) -> float:
+def second_start(cache_home: Path, model: str | None, threads: int | None = None) -> float:
     """Wall time of a fresh process that loads the cached model and is ready for a turn."""
-    code = ("import sys; from companion.loading import load_model; from companion.config import EngramConfig;"
+    code = ((f"import torch; torch.set_num_threads({threads});" if threads else "") +
+            "import sys; from companion.loading import load_model; from companion.config import EngramConfig;"
             "from companion.cycle import Engine; from companion.settings import cache_dir;"
             f"Engine(load_model({model!r}, cache_root=cache_dir(), quiet=True), EngramConfig()); print('ready')")
     env = {**os.environ, "COMPANION_HOME": str(cache_home), "HF_HUB_OFFLINE": "1"}

@@ -99,6 +99,7 @@ def cmd_chat(args) -> int:
             raise CompanionError("no session to continue yet; start one with `companion chat`")
         name = listed[0].name
     comp.check_resumable(name)
+    comp.warm_up(name)  # the prompt appears once the model is ready
 
     def respond(text, on_text):
         return _footer(comp.say(name, text, on_text=on_text))

@@ -169,16 +169,28 @@ class Companion:
             )
 
     # -- turns --------------------------------------------------------------
-    def transcript_tokens(self, history: list[tuple[str, str]], text: str) -> int:
-        messages = []
-        for user, reply in history:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
-        messages.append({"role": "user", "content": text})
+    def _template_len(self, messages: list[dict]) -> int:
         tok = self.lm.tokenizer
         if getattr(tok, "chat_template", None):
             ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
-        return sum(len(chat_ids(tok, u, r)) for u, r in history) + len(chat_ids(tok, text))
+        pairs = [(m["content"], n["content"]) for m, n in zip(messages[::2], messages[1::2])]
+        return sum(len(chat_ids(tok, u, r)) for u, r in pairs) + len(chat_ids(tok, messages[-1]["content"]))
+
+    def transcript_tokens(self, last: tuple[str, str, int] | None, text: str) -> int:
+        """Tokens the whole transcript plus `text` would take as a prompt.
+
+        Kept incrementally from the previous turn (its user text, reply and
+        transcript count), so a turn's cost never depends on the session's length.
+        """
+        user = {"role": "user", "content": text}
+        if last is None:
+            return self._template_len([user])
+        prev_user, prev_reply, prev_total = last
+        before = self._template_len([{"role": "user", "content": prev_user}])
+        after = self._template_len([{"role": "user", "content": prev_user},
+                                    {"role": "assistant", "content": prev_reply}, user])
+        return prev_total + after - before
 
     def say(self, name: str, text: str, *, on_text: Callable[[str], None] | None = None) -> TurnReport:
         """One turn of session `name` (created on first use). Stores nothing if interrupted."""
@@ -188,12 +200,13 @@ class Companion:
             chat = crud.get_session(db, name=name)
             config = self._recipe_for(chat)
             engram, expected = None, 0
-            history: list[tuple[str, str]] = []
+            last = None
             if chat is not None:
                 expected = chat.cycle
                 # Verified before the model is even loaded: a damaged engram is never injected.
                 engram = self._latest(db, chat, config)
-                history = [(t.user_text, t.reply_text) for t in crud.turns(db, chat=chat)]
+                turn = crud.last_turn(db, chat=chat)
+                last = None if turn is None else (turn.user_text, turn.reply_text, turn.transcript_tokens)
             self._check_model(chat)
             self._check_width(chat, engram)
         engine = self.engine(config)
@@ -205,7 +218,7 @@ class Companion:
             if original_compress is not None:
                 engine.compress = original_compress
         crash_point("after-extraction")
-        transcript = self.transcript_tokens(history, text)
+        transcript = self.transcript_tokens(last, text)
         crash_point("before-commit")
         try:
             with self.store.session() as db, db.begin():
@@ -266,6 +279,13 @@ class Companion:
     def exists(self, name: str) -> bool:
         with self.store.session() as db:
             return crud.get_session(db, name=crud.validate_session_name(name)) is not None
+
+    def warm_up(self, name: str) -> None:
+        """Load the model and the session's recipe now, so the first reply does not wait for it."""
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=crud.validate_session_name(name))
+            config = self._recipe_for(chat)
+        self.engine(config)
 
     def check_resumable(self, name: str) -> None:
         """Refuse early (before the first prompt) a session this model or recipe cannot continue."""

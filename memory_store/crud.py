@@ -247,6 +247,11 @@ def turns(db: Session, *, chat: ChatSession) -> list[Turn]:
     return list(db.scalars(select(Turn).where(Turn.session_id == chat.id).order_by(Turn.index)))
 
 
+def last_turn(db: Session, *, chat: ChatSession) -> Turn | None:
+    """The newest turn, without loading the others (a turn's cost must not grow with the session)."""
+    return db.scalars(select(Turn).where(Turn.session_id == chat.id).order_by(Turn.index.desc()).limit(1)).first()
+
+
 def engram_rows(db: Session, *, chat: ChatSession) -> list[Engram]:
     return list(
         db.scalars(select(Engram).where(Engram.session_id == chat.id).order_by(Engram.cycle))

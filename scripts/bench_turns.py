@@ -36,7 +36,10 @@ def main(argv=None) -> int:
     p.add_argument("--reply-tokens", type=int, default=None, help="fixed reply length (default 8 quick, 32 full)")
     p.add_argument("--checkpoints", type=int, nargs="+", default=[5, 10, 50, 100, 200])
     p.add_argument("--reps", type=int, default=5, help="repetitions for the update-overhead medians")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a shared CPU)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     reply = args.reply_tokens or (8 if args.quick else 32)
     torch.manual_seed(args.seed)
 
@@ -45,7 +48,7 @@ def main(argv=None) -> int:
     results: dict = {"model": lm.name, "fingerprint": lm.fingerprint, "recipe": EngramConfig().to_dict(),
                      "seed": args.seed, "reply_tokens": reply, "turns": args.turns, "device": str(lm.device),
                      "torch_threads": torch.get_num_threads()}
-    results["second_start_s"] = second_start(data_dir(), args.model)
+    results["second_start_s"] = second_start(data_dir(), args.model, args.threads)
     print(f"second start: {results['second_start_s']:.2f} s", file=sys.stderr)
 
     lines = user_lines(args.turns, args.seed)

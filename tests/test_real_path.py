@@ -72,7 +72,11 @@ def test_two_processes_resume_the_engram_bit_for_bit(embedded_lm, companion_home
     # prompt = slots + input, never the transcript
     n_input = len(chat_ids(embedded_lm.tokenizer, "Where do I live?"))
     assert r2["prompt_tokens"] == 32 + n_input
-    assert r2["transcript_tokens"] > r2["prompt_tokens"] - 32
+    # the incrementally kept transcript count equals templating the whole transcript
+    msgs = [{"role": "user", "content": "My dog is called Biscuit and I live in Lisbon."},
+            {"role": "assistant", "content": r1["reply"]}, {"role": "user", "content": "Where do I live?"}]
+    full = embedded_lm.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    assert r2["transcript_tokens"] == len(full["input_ids"] if hasattr(full, "keys") else full)
     assert r1["prompt_tokens"] == len(chat_ids(embedded_lm.tokenizer, "My dog is called Biscuit and I live in Lisbon."))
 
 
