@@ -51,39 +51,45 @@ def window_median(values: dict[int, float], turn: int, half: int = 2) -> float:
     return statistics.median(values[t] for t in range(turn - half, turn + half + 1) if t in values)
 
 
-def live_session(engine: Engine, db_url: str, lines: list[str], *, reply_tokens: int,
-                 on_turn=None) -> list[dict]:
-    """Run len(lines) turns the way the companion does: load engram, turn, commit.
+class BenchSession:
+    """A session driven the way the companion drives one: load engram, turn, commit."""
 
-    Returns one record per turn with its wall time (store included), prompt
-    tokens and the text, so text baselines can be timed on the same turns.
-    """
-    store = open_store(db_url)
-    name = "bench"
-    with store.session() as db, db.begin():
-        crud.create_session(db, name=name, model_name=engine.lm.name, model_fingerprint=engine.lm.fingerprint,
-                            engram_config=engine.config.to_dict())
-    records = []
-    for i, text in enumerate(lines, start=1):
+    def __init__(self, engine: Engine, store, name: str, reply_tokens: int):
+        self.engine, self.store, self.name, self.reply = engine, store, name, reply_tokens
+        with store.session() as db, db.begin():
+            crud.create_session(db, name=name, model_name=engine.lm.name, model_fingerprint=engine.lm.fingerprint,
+                                engram_config=engine.config.to_dict())
+
+    def turn(self, text: str) -> dict:
         t0 = time.perf_counter()
-        with store.session() as db:
-            chat = crud.get_session(db, name=name)
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=self.name)
             found = crud.latest_engram(db, chat=chat)
             cycle = chat.cycle
         engram = None if found is None else found[0]
-        res = engine.run_turn(engram, text, max_new_tokens=reply_tokens, min_new_tokens=reply_tokens)
-        with store.session() as db, db.begin():
-            chat = crud.get_session(db, name=name)
+        res = self.engine.run_turn(engram, text, max_new_tokens=self.reply, min_new_tokens=self.reply)
+        with self.store.session() as db, db.begin():
+            chat = crud.get_session(db, name=self.name)
             crud.add_turn(db, chat=chat, expected_cycle=cycle, user_text=text, reply_text=res.reply,
                           prompt_tokens=res.prompt_tokens, reply_tokens=res.reply_tokens, transcript_tokens=0,
                           gen_seconds=res.gen_seconds, update_seconds=res.update_seconds, engram=res.engram,
-                          engram_config=engine.config.to_dict())
-        records.append({"turn": i, "seconds": time.perf_counter() - t0, "prompt_tokens": res.prompt_tokens,
-                        "user": text, "reply": res.reply, "rss_mb": rss_mb()})
-        if on_turn:
-            on_turn(i)
-    store.close()
-    return records
+                          engram_config=self.engine.config.to_dict())
+        return {"turn": cycle + 1, "seconds": time.perf_counter() - t0, "prompt_tokens": res.prompt_tokens,
+                "user": text, "reply": res.reply, "rss_mb": rss_mb()}
+
+
+def paired_turn_times(old: BenchSession, young: BenchSession, lines: list[str], reps: int) -> dict:
+    """Median turn time of a long session vs a young one, turns alternated so load drift hits both."""
+    times: dict[str, list[float]] = {"old": [], "young": []}
+    start = {"old": None, "young": None}
+    for i in range(reps):
+        for key, sess in (("old", old), ("young", young)):
+            rec = sess.turn(lines[i % len(lines)])
+            start[key] = start[key] or rec["turn"]
+            times[key].append(rec["seconds"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"old_turns": start["old"], "young_turns": start["young"], "median_s": med,
+            "ratio": med["old"] / med["young"]}
 
 
 def transcript_turn(engine: Engine, history: list[tuple[str, str]], text: str, reply_tokens: int) -> dict:
@@ -98,6 +104,7 @@ def update_overhead(engine: Engine, engram: torch.Tensor, text: str, reply_token
     """Turn time with the engram update (reused states, and the plain second pass) vs no memory at all."""
     kinds = {
         "no-memory": dict(engram=None, update=False),
+        "engram-no-update": dict(engram=engram, update=False),
         "engram-reuse": dict(engram=engram, update=True, reuse_states=True),
         "engram-second-pass": dict(engram=engram, update=True, reuse_states=False),
     }
@@ -112,7 +119,9 @@ def update_overhead(engine: Engine, engram: torch.Tensor, text: str, reply_token
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"median_s": med,
             "update_overhead": med["engram-reuse"] / med["no-memory"] - 1,
-            "update_overhead_second_pass": med["engram-second-pass"] / med["no-memory"] - 1}
+            "update_overhead_second_pass": med["engram-second-pass"] / med["no-memory"] - 1,
+            # the update alone (extraction + pooling), the previous engram injected in both
+            "update_only_overhead": med["engram-reuse"] / med["engram-no-update"] - 1}
 
 
 def second_start(cache_home: Path, model: str | None, threads: int | None = None) -> float:

@@ -114,5 +114,6 @@ def ask(engine, mode: Mode, memory: Memory, question: str, *, foreign: Memory | 
     (the harnesses never keep question turns, so asking does not change memory).
     """
     p = mode.prompt(memory, question, foreign)
+    # update=False: a question turn is never kept, so building its engram would be wasted work.
     return engine.run_turn(p.engram, with_context(p.context, question), max_new_tokens=max_new_tokens,
-                           repetition_penalty=1.0)
+                           repetition_penalty=1.0, update=False)
