@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-chars", type=int, default=6000, help="budget of the text modes")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads; 1 is far faster on a CPU shared with other jobs")
+    p.add_argument("--batch", type=int, default=1,
+                   help="trials lived side by side in one forward pass (same records, more throughput)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(lm, EngramConfig(**recipe))
         results = run(engine, settings, trials, args.out, pool=pool, profile="quick" if args.quick else "full",
                       command=" ".join(shlex.quote(a) for a in ["scripts/degradation.py", *sys.argv[1:]]),
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, batch=args.batch)
     except (HarnessError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -115,3 +115,18 @@ def test_locomo_distractors_are_speaker_pairs(tmp_path):
     assert p.conversations == [[("hi", "hello"), ("how are you", "fine")]]
     with pytest.raises(FileNotFoundError):
         DistractorPool.load(tmp_path / "missing")
+
+
+def test_lockstep_batch_gives_the_one_at_a_time_records(engine, pool, tmp_path):
+    settings = RunSettings(seed=7, cycles=[0, 2], max_new_tokens=4)
+    one = run(engine, settings, 3, tmp_path / "one", pool=pool, progress=False)
+    many = run(engine, settings, 3, tmp_path / "many", pool=pool, progress=False, batch=3)
+    for a, b in zip(one["per_trial"], many["per_trial"]):
+        assert a["trial"] == b["trial"] and a["fact"] == b["fact"]
+        for pa, pb in zip(a["probes"], b["probes"]):
+            assert pa["k"] == pb["k"]
+            assert {m: x["reply"] for m, x in pa["answers"].items()} == {m: x["reply"] for m, x in pb["answers"].items()}
+            assert {m: x["prompt_tokens"] for m, x in pa["answers"].items()} == \
+                   {m: x["prompt_tokens"] for m, x in pb["answers"].items()}
+            for name, v in pa["diagnostics"].items():
+                assert pb["diagnostics"][name] == pytest.approx(v, rel=1e-3, abs=1e-4), name

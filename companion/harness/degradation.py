@@ -160,12 +160,14 @@ class Trial:
                 answers[name]["error"] = err
             self._asked[key] = (f"k={k}/{name}", answers[name])
             on_ask()
+        return {"k": k, "answers": answers, "diagnostics": self.diagnostics(mem, foreign, first, last)}
+
+    def diagnostics(self, mem: Memory, foreign: Memory, first, last) -> dict:
         states = self.engine.states_of(*last)  # the last lived turn again, for the position-0 share
         share_turn, share_slot = first_position_share(states, self.engine.config.slots)
-        diag = {"cos_first": E.cosine(mem.engram, first), "cos_foreign": E.cosine(mem.engram, foreign.engram),
+        return {"cos_first": E.cosine(mem.engram, first), "cos_foreign": E.cosine(mem.engram, foreign.engram),
                 "norm": E.mean_row_norm(mem.engram), "effective_rank": E.effective_rank(mem.engram),
                 "pos0_share_turn": share_turn, "pos0_share_slot0": share_slot}
-        return {"k": k, "answers": answers, "diagnostics": diag}
 
 
 # -- the run: resume, aggregate, write -------------------------------------------------
@@ -226,8 +228,14 @@ def aggregate(trials: list[dict], modes: list[str], cycles: list[int]) -> tuple[
 
 
 def run(engine: Engine, settings: RunSettings, trials: int, out: str | Path, *, pool: DistractorPool | None = None,
-        profile: str = "custom", command: str | None = None, progress: bool = True) -> dict:
-    """Run (or resume) `trials` trials into `out`; returns the results dict also saved as results.json."""
+        profile: str = "custom", command: str | None = None, progress: bool = True, batch: int = 1) -> dict:
+    """Run (or resume) `trials` trials into `out`; returns the results dict also saved as results.json.
+
+    batch > 1 lives that many trials side by side (companion.harness.lockstep):
+    the same turns and questions, one forward pass for all of them.
+    """
+    from .lockstep import run_lockstep
+
     from tqdm import tqdm
 
     from .report import write_reports
@@ -243,12 +251,18 @@ def run(engine: Engine, settings: RunSettings, trials: int, out: str | Path, *, 
     started = time.perf_counter()
     with tqdm(total=len(todo) * per_trial, desc="degradation", unit="ask", disable=not progress,
               file=sys.stderr, dynamic_ncols=True) as bar:
-        for i in todo:
-            bar.set_postfix_str(f"trial {i + 1}/{trials}")
-            record = Trial(engine, settings, pool, i).run(on_ask=lambda: bar.update(1))
-            with log.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            done[i] = record
+        for start in range(0, len(todo), max(1, batch)):
+            group = todo[start:start + max(1, batch)]
+            bar.set_postfix_str(f"trials {group[0] + 1}-{group[-1] + 1}/{trials}")
+            made = [Trial(engine, settings, pool, i) for i in group]
+            if len(made) == 1:
+                records = [made[0].run(on_ask=lambda: bar.update(1))]
+            else:
+                records = run_lockstep(made, on_ask=lambda: bar.update(1))
+            for i, record in zip(group, records):
+                with log.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                done[i] = record
     kept = [done[i] for i in sorted(done) if i < trials]
     recall, diags = aggregate(kept, settings.modes, settings.cycles)
     results = {
