@@ -100,9 +100,12 @@ def test_killed_turn_stores_nothing(companion_home, embedded_lm, db, tmp_path):
 
 def test_interrupted_turn_stores_nothing_and_exits_130(companion_home, embedded_lm, db):
     env = {**os.environ, "COMPANION_HOME": str(companion_home), "HF_HUB_OFFLINE": "1"}
+    # A shell's background job (e.g. CI started with `&`) inherits SIGINT ignored, and
+    # Python keeps it ignored; give the child the default action a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "companion", "--db", db, "say", "-s", "c", "--stream",
                              "--max-new-tokens", "400", "Tell me a long story."],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.read(1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
