@@ -57,12 +57,15 @@ def _probe_all(trials, k, mems, foreigns, firsts, lasts, on_ask) -> list[dict]:
                 continue
             slots = 0 if p.engram is None else p.engram.shape[0]
             rows.append((ti, name, p.engram, text, key, slots + len(ids)))
-    if rows:
+    # One batch per mode: rows of a mode have similar lengths, so little is spent on padding
+    # (a 70-token engram prompt padded to a 1,500-token transcript would cost 20x).
+    for mode in dict.fromkeys(r[1] for r in rows):
+        group = [r for r in rows if r[1] == mode]
         t0 = time.perf_counter()
-        replies = answer_many(engine, [r[2] for r in rows], [r[3] for r in rows],
+        replies = answer_many(engine, [r[2] for r in group], [r[3] for r in group],
                               max_new_tokens=trials[0].s.max_new_tokens)
-        share = round((time.perf_counter() - t0) / len(rows), 3)  # the batch's time, split evenly
-        for (ti, name, _e, _text, key, prompt_tokens), reply in zip(rows, replies):
+        share = round((time.perf_counter() - t0) / len(group), 3)  # the batch's time, split evenly
+        for (ti, name, _e, _text, key, prompt_tokens), reply in zip(group, replies):
             t = trials[ti]
             if key in t._asked:  # two modes of one trial with the same prompt in this batch
                 answers[ti][name] = {**t._asked[key][1], "seconds": 0.0, "same_prompt_as": t._asked[key][0]}
