@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from . import engram as E
 from .cycle import Engine, _cache_of, chat_ids, end_id
 
 

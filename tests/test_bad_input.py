@@ -2,7 +2,7 @@
 one-line message and a non-zero exit (1, or 2 for usage errors), no traceback,
 nothing stored and the existing session unchanged.
 
-Run as a script to print the table for docs/results-reliability.md:
+Run as a script to print the table for docs/RESULTS.md (Reliability):
 
     HF_HUB_OFFLINE=1 .venv/bin/python tests/test_bad_input.py
 """

@@ -234,7 +234,7 @@ def test_two_real_processes_on_one_session(embedded_lm, companion_home, tmp_path
         assert reported == list(range(base + 1, chat.cycle + 1))
     store.close()
     results_dir = os.environ.get("COMPANION_RESULTS_DIR")
-    if results_dir:  # what happened, for docs/results-reliability.md
+    if results_dir:  # what happened, for docs/RESULTS.md (Reliability)
         Path(results_dir).mkdir(parents=True, exist_ok=True)
         (Path(results_dir) / f"race-{'existing' if existing else 'new'}.json").write_text(json.dumps(
             {"stored": len(ok), "refused": [err.strip().splitlines()[-1] for _c, _o, err in refused]}, indent=2))
