@@ -6,6 +6,7 @@ like on whatever the machine is doing at the time.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import resource
@@ -28,6 +29,13 @@ TOPICS = ["gardening", "chess", "the weather", "jazz", "bread baking", "hiking",
           "tea", "astronomy", "knitting", "trains", "birds", "painting", "football", "poetry"]
 ASKS = ["What do you think about {t}?", "Tell me one thing you like about {t}.", "Any tips on {t}?",
         "I spent the afternoon on {t}. Thoughts?", "Why do people enjoy {t}?", "Is {t} hard to learn?"]
+
+
+def write_json(path: str | None, data: dict) -> None:
+    """Write a benchmark's figures to --out (nothing when no path was given)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2, default=str))
 
 
 def user_lines(n: int, seed: int) -> list[str]:

@@ -9,7 +9,6 @@ trials lived side by side), checks both gave the same replies, prints the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from companion import EngramConfig, Engine, load_model
+from companion.benchmarks import write_json
 from companion.harness import DistractorPool, RunSettings, run
 from companion.harness.degradation import QUICK
 from companion.settings import cache_dir
@@ -51,9 +51,7 @@ def main(argv=None) -> int:
          "speedup": one / many, "same_reply_fraction": same, "threads": torch.get_num_threads()}
     print(f"quick profile: one at a time {one:.1f} s, batched {many:.1f} s -> speedup {r['speedup']:.2f}x "
           f"(goal >= 4x); identical replies {same:.1%}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(r, indent=2))
+    write_json(args.out, r)
     return 0
 
 

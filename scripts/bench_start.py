@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from companion.benchmarks import user_lines
+from companion.benchmarks import user_lines, write_json
 
 
 def run_chat(home: Path, lines: list[str], *args: str) -> dict:
@@ -57,9 +57,7 @@ def main(argv=None) -> int:
          "exits": [first["exit"], second["exit"], chat["exit"]]}
     for k, v in r.items():
         print(f"{k:24} {v:.2f}" if isinstance(v, float) else f"{k:24} {v}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(r, indent=2))
+    write_json(args.out, r)
     return 0
 
 

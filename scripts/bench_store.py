@@ -7,13 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import torch
 
-from companion.benchmarks import store_roundtrip
+from companion.benchmarks import store_roundtrip, write_json
 
 
 def main(argv=None) -> int:
@@ -30,9 +28,7 @@ def main(argv=None) -> int:
     print(f"engram store: {r['engram_store_ms']:.2f} ms median ({r['engram_store_ms_p95']:.2f} p95)")
     print(f"engram load : {r['engram_load_ms']:.2f} ms median ({r['engram_load_ms_p95']:.2f} p95)")
     print(f"with {r['engrams_in_db']} engrams of shape {tuple(args.shape)} in the session; goal < 5 ms each")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(r, indent=2))
+    write_json(args.out, r)
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import pstats
 import sys
 import tempfile
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from companion.benchmarks import (BenchSession, paired_turn_times, peak_rss_mb, second_start, store_roundtrip, transcript_turn,
-                                  update_overhead, user_lines, window_median)
+from companion.benchmarks import (BenchSession, paired_turn_times, peak_rss_mb, second_start, store_roundtrip,
+                                  transcript_turn, update_overhead, user_lines, window_median, write_json)
 from companion.config import EngramConfig
 from companion.cycle import Engine
 from companion.loading import load_model
@@ -105,9 +104,7 @@ def main(argv=None) -> int:
     results["profile_one_turn"] = profile_turn(engine, lines[1], reply)
 
     print_table(results)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    write_json(args.out, results)
     return 0
 
 
