@@ -22,7 +22,7 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _crash_hooks(engine, on_text):
+def crash_hooks(engine, on_text):
     """Wrap on_text and engine.compress so the in-turn crash points can fire (tests only)."""
     wanted = os.environ.get(CRASH_ENV, "")
     if not wanted:

@@ -15,7 +15,7 @@ from memory_store import crud, open_store
 from memory_store.errors import CorruptEngramError, StaleSessionError
 
 from .config import EngramConfig
-from .crashpoints import CRASH_POINTS, _crash_hooks, crash_point  # noqa: F401 (CRASH_POINTS re-exported)
+from .crashpoints import crash_hooks, crash_point
 from .cycle import Engine, chat_ids
 from .engram import mean_row_norm
 from .loading import LanguageModel, load_model
@@ -163,7 +163,7 @@ class Companion:
             self._check_width(chat, engram)
         engine = self.engine(config)
         crash_point("after-load")
-        on_text, original_compress = _crash_hooks(engine, on_text)
+        on_text, original_compress = crash_hooks(engine, on_text)
         try:
             result = engine.run_turn(engram, text, on_text=on_text, max_new_tokens=self.max_new_tokens)
         finally:
