@@ -2,12 +2,15 @@
 
 Every field changes what an engram means, so a session refuses to resume with a
 different recipe, and every result file records the recipe it ran with.
+`recipe` names the writer and reader (companion.recipes); pooling, scaling and
+injection are the seed recipe's own knobs, kept so sessions made before recipes
+existed (their stored dicts lack `recipe` and `fixed`) resume unchanged.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 POOLINGS = ("chunk-mean",)
 SCALINGS = ("embedding-mean-norm", "none")
@@ -25,8 +28,17 @@ class EngramConfig:
     pooling: str = "chunk-mean"
     scaling: str = "embedding-mean-norm"
     injection: str = "prepend-embeds"
+    recipe: str = "seed"  # a name registered in companion.recipes
+    fixed: str = ""  # sha256 of the recipe's fixed tensors on the session's model ("" until an engine fills it)
 
     def __post_init__(self) -> None:
+        from .recipes.base import recipe_names
+
+        if self.recipe not in recipe_names():
+            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(recipe_names())} "
+                              "(`companion recipes` describes them)")
+        if not isinstance(self.fixed, str):
+            raise ConfigError(f"fixed must be a sha256 hex string, got {self.fixed!r}")
         if not isinstance(self.layer, int) or self.layer < 0:
             raise ConfigError(f"layer must be a non-negative integer, got {self.layer!r}")
         if not isinstance(self.slots, int) or not 1 <= self.slots <= 4096:
@@ -38,11 +50,26 @@ class EngramConfig:
 
     def check_model(self, num_hidden_layers: int) -> None:
         """A model with n blocks has hidden states 0..n; refuse a layer beyond that."""
+        from .recipes.base import get_recipe
+
         if self.layer > num_hidden_layers:
             raise ConfigError(
                 f"layer {self.layer} is beyond this model's depth: it has {num_hidden_layers} "
                 f"blocks, so choose --layer between 1 and {num_hidden_layers}"
             )
+        if get_recipe(self.recipe).reader.depth_is_layer and self.layer >= num_hidden_layers:
+            raise ConfigError(f"recipe {self.recipe!r} writes the engram back at layer {self.layer}, so the layer "
+                              f"must have a block after it: choose --layer below {num_hidden_layers}")
+
+    def with_fixed(self, digest: str) -> "EngramConfig":
+        return self if self.fixed == digest else replace(self, fixed=digest)
+
+    def same_recipe(self, other: "EngramConfig") -> bool:
+        """Equal, where a blank `fixed` (not yet computed) matches any hash."""
+        a, b = self.to_dict(), other.to_dict()
+        if not a["fixed"] or not b["fixed"]:
+            a["fixed"] = b["fixed"] = ""
+        return a == b
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +86,9 @@ class EngramConfig:
         return cls(**data)
 
     def describe(self) -> str:
-        return f"layer {self.layer}, {self.slots} slots, {self.pooling}, {self.scaling}, {self.injection}"
+        if self.recipe == "seed":
+            return f"seed: layer {self.layer}, {self.slots} slots, {self.pooling}, {self.scaling}, {self.injection}"
+        return f"{self.recipe}: layer {self.layer}, {self.slots} slots"
 
     def differences(self, other: "EngramConfig") -> list[str]:
         """Human-readable field differences, e.g. ['layer: 16 -> 8']."""
@@ -67,4 +96,5 @@ class EngramConfig:
             f"{f.name}: {getattr(self, f.name)} -> {getattr(other, f.name)}"
             for f in fields(self)
             if getattr(self, f.name) != getattr(other, f.name)
+            and not (f.name == "fixed" and not (self.fixed and other.fixed))
         ]

@@ -15,8 +15,12 @@ from typing import Callable
 import torch
 
 from . import engram as E
-from .config import EngramConfig
+from .chat_format import chat_ids, end_id  # noqa: F401  (re-exported: the cycle's token layout)
+from .config import ConfigError, EngramConfig
 from .loading import LanguageModel
+from .recipes.base import Placement, Written, get_recipe
+from .recipes.fixed import fixed_hash
+from .recipes.writers import state_part
 
 
 class _StopForward(Exception):
@@ -39,47 +43,40 @@ class TurnResult:
     turn_ids: list[int] | None = None  # the turn's tokens after the engram: input + reply + end
 
 
-def chat_ids(tokenizer, user_text: str, reply_text: str | None = None) -> list[int]:
-    """Token ids of one exchange in the model's chat format.
-
-    With reply_text None this ends with the generation prompt (assistant header).
-    Models without a chat template get a plain "User:/Assistant:" layout.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True
-        )
-        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    else:
-        ids = tokenizer(f"User: {user_text}\nAssistant:", add_special_tokens=True)["input_ids"]
-    if reply_text is not None:
-        ids += tokenizer(reply_text, add_special_tokens=False)["input_ids"]
-    return ids
-
-
 def _cache_of(out):
     """The KV cache of a forward output (`cache` in transformers 5, `past_key_values` before)."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
-def end_id(tokenizer) -> int:
-    """The token that closes a reply; it is part of the turn the engram absorbs."""
-    eos = tokenizer.eos_token_id
-    return eos if eos is not None else tokenizer.pad_token_id or 0
-
-
 class Engine:
-    """Binds a loaded model to an engram recipe and runs turns. No I/O."""
+    """Binds a loaded model to an engram recipe and runs turns. No I/O.
+
+    The recipe's reader lays out each prompt (companion.recipes.readers) and
+    its writer makes the next engram from the turn's layer-L states
+    (companion.recipes.writers); the engine only runs the model.
+    """
 
     def __init__(self, lm: LanguageModel, config: EngramConfig):
         config.check_model(lm.num_layers)
-        self.lm, self.config = lm, config
+        self.lm = lm
         self.model, self.tokenizer = lm.model, lm.tokenizer
+        self.recipe = get_recipe(config.recipe)
+        self.reader, self.writer = self.recipe.reader, self.recipe.writer
         self.embed_norm = E.mean_row_norm(self.model.get_input_embeddings().weight.detach())
         # transformers 5 renamed the forward's `past_key_values` argument to `cache`.
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.config = config
+        self.fixed = {name: build(self) for name, build in self.recipe.fixed.items()}
+        digest = fixed_hash(self.fixed)
+        if config.fixed and config.fixed != digest:
+            raise ConfigError(f"recipe {config.recipe!r}'s fixed tensors on this model hash to {digest[:12]}, but the "
+                              f"session was built with {config.fixed[:12]}; start a new session to use them")
+        self.config = config.with_fixed(digest)
+        self.width = self.recipe.stored_width(lm.hidden_size)
+        # Where the reader writes the engram: 0 = input embeddings, L = the stream entering block L+1.
+        self.depth = config.layer if self.reader.depth_is_layer else 0
 
     def _step(self, ids: list[int], mask: torch.Tensor, past, hidden: bool):
         """Feed ids after the cached prefix; returns the model output."""
@@ -88,22 +85,40 @@ class Engine:
 
     # -- pieces -----------------------------------------------------------
     def prepare(self, engram: torch.Tensor | None) -> torch.Tensor | None:
-        """The engram as it is injected: scaled per the recipe, on the model's device."""
+        """The engram's vectors as the reader writes them (scaled or not), on the model's device."""
         if engram is None or engram.shape[0] == 0:
             return None
-        if engram.shape[-1] != self.lm.hidden_size:
-            raise ValueError(f"engram width {engram.shape[-1]} does not match the model's {self.lm.hidden_size}")
-        if self.config.scaling == "embedding-mean-norm":
-            engram = E.scale(engram, self.embed_norm)
-        return engram.to(self.lm.device)
+        if engram.dim() != 2 or engram.shape[-1] != self.width:
+            raise ValueError(f"engram width {engram.shape[-1]} does not match this recipe on this model "
+                             f"({self.width})")
+        vectors = state_part(engram, self.writer.extra_columns)
+        return self.reader.vectors(vectors, self.embed_norm).to(self.lm.device)
+
+    def place(self, engram: torch.Tensor | None, user: str, reply: str | None = None) -> Placement:
+        """The prompt of one turn with the engram placed by the recipe's reader."""
+        return self.reader.place(self.tokenizer, self.prepare(engram), user, reply, layer=self.config.layer)
 
     def embed(self, ids: list[int]) -> torch.Tensor:
         t = torch.tensor([ids], device=self.lm.device)
         return self.model.get_input_embeddings()(t)
 
-    def compress(self, layer_states: torch.Tensor) -> torch.Tensor:
-        """[T, H] layer-L states of the whole turn -> [slots, H] float32 CPU engram."""
-        return E.pool(layer_states, self.config.slots).cpu()
+    def embeds_of(self, p: Placement) -> torch.Tensor:
+        """[1, T, H] input embeddings of a placement (slots filled when the reader writes at the input)."""
+        embeds = self.embed(p.ids)
+        if p.vectors is not None and p.slots and not self.reader.depth_is_layer:
+            embeds = embeds.clone()
+            embeds[0, p.slots] = p.vectors.to(embeds.dtype)
+        return embeds
+
+    def writing(self, rows: list[tuple[int, list[int], torch.Tensor]], depth: int):
+        """Context for one forward call: the residual stream entering block depth+1 gets
+        rows' vectors at their slot positions (rows: (batch row, positions, [N, H]))."""
+        return _ResidualWrite(self.model.get_decoder().layers[depth], rows) if self.reader.depth_is_layer \
+            else _NoWrite()
+
+    def compress(self, written: Written) -> torch.Tensor:
+        """The recipe's writer: a turn's layer-L states -> the next engram, float32 CPU."""
+        return self.writer.write(written, self.config.slots, self.fixed).float().cpu()
 
     def check_fits(self, engram: torch.Tensor | None, ids: list[int], max_new_tokens: int) -> None:
         slots = 0 if engram is None else engram.shape[0]
@@ -116,13 +131,15 @@ class Engine:
 
     @torch.inference_mode()
     def states_of(self, engram: torch.Tensor | None, ids: list[int], *, stop_early: bool = True) -> torch.Tensor:
-        """Layer-L states [slots+T, H] of engram + ids in one forward pass.
-
-        stop_early ends the pass after block L (a forward hook on that block
-        raises), so the blocks above L, which the engram never sees, are skipped.
-        """
+        """Layer-L states [slots+T, H] of the seed layout: engram prefix + ids, one forward pass."""
         embeds, mask = E.inject(self.prepare(engram), self.embed(ids))
         return self.layer_states(embeds, mask, stop_early=stop_early)[0]
+
+    @torch.inference_mode()
+    def turn_states(self, engram: torch.Tensor | None, user: str, reply: str) -> torch.Tensor:
+        """Layer-L states [T, H] of a finished turn laid out by the recipe (diagnostics)."""
+        p = self.place(engram, user, reply)
+        return self._pass(p, p.ids + [end_id(self.tokenizer)], surprise=False)[0].states
 
     def layer_states(self, embeds: torch.Tensor, mask: torch.Tensor, *, stop_early: bool = True) -> torch.Tensor:
         """[B, T, H] input embeddings -> [B, T, H] states after block L."""
@@ -152,17 +169,58 @@ class Engine:
             handle.remove()
         return caught[0]
 
+    def seen_states(self, states: torch.Tensor, p: Placement) -> torch.Tensor:
+        """Layer-L states as the model saw them: where the reader wrote the engram at layer L,
+        the residual stream there IS the engram (hidden_states records it before the write)."""
+        if p.vectors is not None and p.slots and self.reader.depth_is_layer and p.depth == self.config.layer:
+            states = states.clone()
+            states[p.slots] = p.vectors.to(states.dtype)
+        return states
+
+    def _pass(self, p: Placement, ids: list[int], *, surprise: bool) -> tuple[Written, None]:
+        """One forward over the placement's prompt extended to `ids` (a finished turn)."""
+        embeds = self.embeds_of(Placement(ids, p.slots, p.vectors, p.depth, p.content))
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        rows = [(0, p.slots, p.vectors)] if p.vectors is not None else []
+        with self.writing(rows, p.depth):
+            if surprise:
+                out = self.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
+                states = out.hidden_states[self.config.layer][0]
+                sur = surprise_of(out.logits[0], ids)
+            else:
+                states, sur = self.layer_states(embeds, mask)[0], None
+        return Written(self.seen_states(states.float(), p), p, sur), None
+
     # -- turns --------------------------------------------------------------
     def absorb(self, engram: torch.Tensor | None, user_text: str, reply_text: str) -> TurnResult:
         """A turn whose reply is already known (replaying a log): one forward, no generation."""
         t0 = time.perf_counter()
-        ids = chat_ids(self.tokenizer, user_text, reply_text) + [end_id(self.tokenizer)]
-        self.check_fits(engram, ids, 0)
-        new = self.compress(self.states_of(engram, ids))
+        turn = chat_ids(self.tokenizer, user_text, reply_text) + [end_id(self.tokenizer)]
+        self.check_fits(engram, turn, 0)
+        p = self.place(engram, user_text, reply_text)
+        with torch.inference_mode():
+            written, _ = self._pass(p, p.ids + [end_id(self.tokenizer)], surprise=self.writer.needs_surprise)
+        written.engram = engram
+        new = self.compress(written)
         prompt_len = len(chat_ids(self.tokenizer, user_text))
         slots = 0 if engram is None else engram.shape[0]
-        return TurnResult(reply_text, new, slots + prompt_len, prompt_len, len(ids) - prompt_len - 1,
-                          0.0, time.perf_counter() - t0, ids)
+        return TurnResult(reply_text, new, slots + prompt_len, prompt_len, len(turn) - prompt_len - 1,
+                          0.0, time.perf_counter() - t0, turn)
+
+    @torch.inference_mode()
+    def answer_nll(self, engram: torch.Tensor | None, user_text: str, answer: str) -> tuple[float, int]:
+        """Teacher-forced -log p(answer tokens | engram + user_text): (sum over tokens, token count)."""
+        p = self.place(engram, user_text)
+        target = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not target:
+            return 0.0, 0
+        ids = p.ids + target
+        embeds = self.embeds_of(Placement(ids, p.slots, p.vectors, p.depth, p.content))
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        with self.writing([(0, p.slots, p.vectors)] if p.vectors is not None else [], p.depth):
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits[0]
+        sur = surprise_of(logits, ids)
+        return float(sur[len(p.ids):].sum()), len(target)
 
     @torch.inference_mode()
     def run_turn(
@@ -177,7 +235,7 @@ class Engine:
         reuse_states: bool = True,
         update: bool = True,
     ) -> TurnResult:
-        """Generate a reply to user_text with `engram` injected, then recompress.
+        """Generate a reply to user_text with `engram` placed by the reader, then write the next engram.
 
         reuse_states=True builds the new engram from the layer-L states the
         generation pass already computed; False runs a second plain forward over
@@ -189,21 +247,28 @@ class Engine:
         """
         ids = chat_ids(self.tokenizer, user_text)
         self.check_fits(engram, ids, max_new_tokens)
-        prefix = self.prepare(engram)
-        slots = 0 if prefix is None else prefix.shape[0]
+        p = self.place(engram, user_text)
+        slots = len(p.slots)
         stop = end_id(self.tokenizer)
         eos_ids = {stop} | ({self.tokenizer.eos_token_id} - {None})
         reuse_states = reuse_states and update
+        want_sur = reuse_states and self.writer.needs_surprise
+        layer = self.config.layer
         t0 = time.perf_counter()
 
-        embeds, mask = E.inject(prefix, self.embed(ids))
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, output_hidden_states=reuse_states)
-        layer_chunks = [E.extract(out.hidden_states, self.config.layer)] if reuse_states else []
+        embeds = self.embeds_of(p)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        with self.writing([(0, p.slots, p.vectors)] if p.vectors is not None else [], p.depth):
+            out = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=True,
+                             output_hidden_states=reuse_states)
+        layer_chunks = [E.extract(out.hidden_states, layer)] if reuse_states else []
+        sur_chunks = [surprise_of(out.logits[0], p.ids)] if want_sur else []
         past, logits = _cache_of(out), out.logits[0, -1]
         reply_ids: list[int] = []
         shown = ""
         fed_all = True  # whether every reply token has been fed through the model
         for _ in range(max_new_tokens):
+            raw = logits
             if repetition_penalty != 1.0 and reply_ids:
                 seen = torch.tensor(sorted(set(reply_ids)), device=logits.device)
                 vals = logits[seen]
@@ -215,6 +280,8 @@ class Engine:
             nxt = int(torch.argmax(logits))
             if nxt in eos_ids:
                 break
+            if want_sur:
+                sur_chunks.append(-torch.log_softmax(raw.float(), -1)[nxt].reshape(1).cpu())
             reply_ids.append(nxt)
             fed_all = False
             if on_text is not None:
@@ -228,7 +295,7 @@ class Engine:
             out = self._step([nxt], mask, past, reuse_states)
             fed_all = True
             if reuse_states:
-                layer_chunks.append(E.extract(out.hidden_states, self.config.layer))
+                layer_chunks.append(E.extract(out.hidden_states, layer))
             past, logits = _cache_of(out), out.logits[0, -1]
         reply = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
         if on_text is not None and len(reply) > len(shown):
@@ -236,20 +303,69 @@ class Engine:
         gen_seconds = time.perf_counter() - t0
 
         t1 = time.perf_counter()
+        turn_ids = ids + reply_ids + [stop]
         if not update:
-            return TurnResult(reply, None, slots + len(ids), len(ids), len(reply_ids), gen_seconds, 0.0,
-                              ids + reply_ids + [stop])
+            return TurnResult(reply, None, slots + len(ids), len(ids), len(reply_ids), gen_seconds, 0.0, turn_ids)
         if reuse_states:
             # Feed what generation never fed (the closing token, and a last reply
             # token if the length limit cut in) so the states cover the whole turn.
             pending = ([] if fed_all else reply_ids[-1:]) + [stop]
+            if want_sur:
+                sur_chunks.append(-torch.log_softmax(logits.float(), -1)[stop].reshape(1).cpu())
             mask = torch.cat([mask, mask.new_ones((1, len(pending)))], dim=1)
             out = self._step(pending, mask, past, True)
-            layer_chunks.append(E.extract(out.hidden_states, self.config.layer))
-            states = torch.cat(layer_chunks, dim=0)
+            layer_chunks.append(E.extract(out.hidden_states, layer))
+            states = torch.cat(layer_chunks, dim=0).float()
+            written = Written(self.seen_states(states, p), p, torch.cat(sur_chunks).cpu() if want_sur else None)
         else:
-            states = self.states_of(engram, ids + reply_ids + [stop])
+            written, _ = self._pass(p, p.ids + reply_ids + [stop], surprise=self.writer.needs_surprise)
+        written.engram = engram
         del past, out  # the turn's KV cache ends here
-        new = self.compress(states)
+        new = self.compress(written)
         return TurnResult(reply, new, slots + len(ids), len(ids), len(reply_ids), gen_seconds,
-                          time.perf_counter() - t1, ids + reply_ids + [stop])
+                          time.perf_counter() - t1, turn_ids)
+
+
+def surprise_of(logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """[T] -log p(ids[t] | ids[:t]) from [T, V] logits of the same sequence; 0 at t=0."""
+    lp = torch.log_softmax(logits[:-1].float(), dim=-1)
+    tgt = torch.tensor(ids[1:], device=logits.device)[:, None]
+    return torch.cat([lp.new_zeros(1), -lp.gather(1, tgt)[:, 0]]).cpu()
+
+
+class _NoWrite:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _ResidualWrite:
+    """A forward pre-hook on one block that overwrites slot positions of its input hidden states.
+
+    It acts on every call while the context is open, so callers open it around
+    a single prefill call only; decode steps after it are never touched.
+    """
+
+    def __init__(self, block: torch.nn.Module, rows: list[tuple[int, list[int], torch.Tensor]]):
+        self.block, self.rows, self.handle = block, [r for r in rows if r[2] is not None and r[1]], None
+
+    def _hook(self, _module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = hidden.clone()
+        for row, positions, vectors in self.rows:
+            hidden[row, positions] = vectors.to(device=hidden.device, dtype=hidden.dtype)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    def __enter__(self):
+        if self.rows:
+            self.handle = self.block.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.remove()
+        return False

@@ -104,7 +104,7 @@ class Companion:
         if chat is None:
             return self.requested_config or EngramConfig()
         stored = EngramConfig.from_dict(json.loads(chat.engram_config))
-        if self.requested_config is not None and self.requested_config != stored:
+        if self.requested_config is not None and not self.requested_config.same_recipe(stored):
             diff = "; ".join(stored.differences(self.requested_config))
             raise CompanionError(
                 f"session {chat.name!r} was built with a different engram recipe ({diff}); "
@@ -160,8 +160,9 @@ class Companion:
                 turn = crud.last_turn(db, chat=chat)
                 last = None if turn is None else (turn.user_text, turn.reply_text, turn.transcript_tokens)
             self._check_model(chat)
-            self._check_width(chat, engram)
+            self._check_width(chat, engram, config)
         engine = self.engine(config)
+        config = engine.config  # with the hash of the recipe's fixed tensors filled in
         crash_point("after-load")
         on_text, original_compress = crash_hooks(engine, on_text)
         try:
@@ -210,7 +211,8 @@ class Companion:
             raise CompanionError(f"refusing to resume session {chat.name!r}: the engram of cycle {chat.cycle} "
                                  f"is missing (newest stored: {have})")
         tensor, row = found
-        if json.loads(row.config) != json.loads(chat.engram_config):
+        if not EngramConfig.from_dict(json.loads(row.config)).same_recipe(
+                EngramConfig.from_dict(json.loads(chat.engram_config))):
             raise CompanionError(f"refusing to inject the engram of session {chat.name!r} cycle {row.cycle}: it was "
                                  f"made with recipe {row.config}, the session says {chat.engram_config}")
         if config is not None and (tensor.dim() != 2 or tensor.shape[0] != config.slots):
@@ -218,10 +220,14 @@ class Companion:
                                  f"{tuple(tensor.shape)} does not fit the recipe's {config.slots} slots")
         return tensor
 
-    def _check_width(self, chat, engram) -> None:
-        if engram is not None and engram.shape[-1] != self.lm.hidden_size:
+    def _check_width(self, chat, engram, config: EngramConfig | None = None) -> None:
+        from .recipes import get_recipe
+
+        want = get_recipe((config or EngramConfig()).recipe).stored_width(self.lm.hidden_size)
+        if engram is not None and engram.shape[-1] != want:
             raise CompanionError(f"refusing to inject the engram of session {chat.name!r}: its width "
-                                 f"{engram.shape[-1]} does not match this model's hidden size {self.lm.hidden_size}")
+                                 f"{engram.shape[-1]} does not match this model and recipe ({want}: hidden size "
+                                 f"{self.lm.hidden_size} plus the recipe's per-slot columns)")
 
     # -- sessions -------------------------------------------------------------
     def sessions(self) -> list:
@@ -247,7 +253,7 @@ class Companion:
                 config = self._recipe_for(chat)
                 engram = self._latest(db, chat, config)
                 self._check_model(chat)
-                self._check_width(chat, engram)
+                self._check_width(chat, engram, config)
 
     def show(self, name: str) -> tuple[dict, list[TurnView]]:
         with self.store.session() as db:

@@ -1,0 +1,119 @@
+"""What a recipe is: a writer, a reader, and a name in the registry.
+
+A reader lays out one prompt with the engram in it (a Placement); a writer
+turns the layer-L states of that prompt (a Written) into the next engram.
+The turn cycle (companion.cycle.Engine) only calls these two, so a new recipe
+is a new writer or reader plus one `register` call, never an edit to the cycle.
+
+    reader.place(tok, vectors [N, H] | None, user, reply) -> Placement
+    writer.write(Written) -> engram [N', H(+1)] float32 CPU
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+
+@dataclass
+class Placement:
+    """One prompt with the engram placed in it.
+
+    ids: token ids, with one placeholder id per engram slot (overwritten)
+    slots: positions of the N slots in ids, in engram order
+    vectors: [N, H] what the slots hold (None: no engram)
+    depth: 0 puts the vectors in place of the input embeddings; L > 0 writes
+        them into the residual stream entering block L+1 (hidden_states[L])
+    content: first position of the turn's own text (user input onwards), so
+        writers can tell the turn from the template, the frame and the slots
+    """
+
+    ids: list[int]
+    slots: list[int] = field(default_factory=list)
+    vectors: torch.Tensor | None = None
+    depth: int = 0
+    content: int = 0
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Written:
+    """What a writer sees after a turn.
+
+    states: [T, H] float32 layer-L states of the whole turn as the model saw
+        them (at slot positions: the engram itself when the reader wrote it at L)
+    placement: the turn's layout (slot and content positions)
+    surprise: [T] -log p(token | everything before it), 0 at position 0;
+        filled only for writers with needs_surprise
+    engram: the previous stored engram (None on a session's first turn)
+    """
+
+    states: torch.Tensor
+    placement: Placement
+    surprise: torch.Tensor | None = None
+    engram: torch.Tensor | None = None
+
+
+class Reader(Protocol):
+    name: str
+    depth_is_layer: bool  # True: the engram is written at the recipe's layer, not at the input
+
+    def place(self, tokenizer, vectors: torch.Tensor | None, user: str, reply: str | None, *,
+              layer: int) -> Placement: ...
+
+    def vectors(self, engram: torch.Tensor, embed_norm: float) -> torch.Tensor: ...
+
+
+class Writer(Protocol):
+    name: str
+    needs_surprise: bool
+    extra_columns: int  # stored per slot beside the H state dims (e.g. a salience score)
+
+    def write(self, w: Written, slots: int) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    writer: Writer
+    reader: Reader
+    # Fixed tensors the recipe derives from the model (e.g. a mean state): name -> builder(lm) -> tensor.
+    fixed: dict[str, Callable] = field(default_factory=dict)
+
+    def stored_width(self, hidden: int) -> int:
+        return hidden + self.writer.extra_columns
+
+
+DEFAULT = "seed"
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    if recipe.name in _REGISTRY:
+        raise ValueError(f"recipe {recipe.name!r} is already registered")
+    _REGISTRY[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    from . import catalog  # noqa: F401  (registers the built-in recipes)
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown recipe {name!r}; `companion recipes` lists them: "
+                       f"{', '.join(recipe_names())}") from None
+
+
+def recipe_names() -> list[str]:
+    from . import catalog  # noqa: F401
+    return list(_REGISTRY)
+
+
+def all_recipes() -> list[Recipe]:
+    return [get_recipe(n) for n in recipe_names()]

@@ -1,0 +1,32 @@
+"""The built-in recipes, each a writer and a reader under one name.
+
+A new recipe is a `register(Recipe(...))` here (or in its own module imported
+below) with a writer and reader from writers.py / readers.py or new ones.
+"""
+
+from __future__ import annotations
+
+from .base import Recipe, register
+from .fixed import mean_state
+from .readers import FramedReader, PrefixReader
+from .writers import ChunkMean, Select
+
+register(Recipe("seed", "the seeds' recipe: 32 chunk means of engram+turn, scaled to the embedding norm, "
+                "prepended to the prompt", ChunkMean(), PrefixReader()))
+register(Recipe("sink", "seed without the attention sink: massive-activation positions left out before pooling; "
+                "the template's first token stays first", ChunkMean(drop_sinks=True), PrefixReader(keep_first=True)))
+register(Recipe("centred", "sink, and a mean layer-L state (from fixed neutral chat) subtracted; each slot scaled "
+                "to the embedding norm", ChunkMean(drop_sinks=True, centred=True),
+                PrefixReader(keep_first=True, scaling="per-slot"), fixed={"mean": mean_state}))
+register(Recipe("framed", "seed's chunk means read inside the user message behind 'Earlier I told you:'",
+                ChunkMean(), FramedReader()))
+register(Recipe("sink-framed", "sink's chunk means read inside the user message behind the frame",
+                ChunkMean(drop_sinks=True), FramedReader()))
+register(Recipe("deep", "sink's chunk means written back at layer L into slots after the first token "
+                "(no rescaling)", ChunkMean(drop_sinks=True), PrefixReader(at_layer=True, keep_first=True)))
+register(Recipe("deep-framed", "sink's chunk means written back at layer L into slots inside the user message",
+                ChunkMean(drop_sinks=True), FramedReader(at_layer=True)))
+register(Recipe("select-framed", "the 32 most surprising token states of engram+turn, unaveraged, read as input "
+                "embeddings inside the user message", Select(), FramedReader()))
+register(Recipe("select-deep", "the 32 most surprising token states of engram+turn (salience decays 5% a cycle), "
+                "unaveraged, written back at layer L inside the user message", Select(), FramedReader(at_layer=True)))

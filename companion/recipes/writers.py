@@ -1,0 +1,88 @@
+"""Writers: the layer-L states of engram + turn -> the next engram.
+
+    ChunkMean  the seed's writer: N contiguous chunk means of every position,
+               optionally without the attention sink(s) and centred on a mean state
+    Select     N token states kept unaveraged, in order; the old slots compete
+               with the turn's tokens by salience (surprise when written,
+               decayed each cycle), stored as one extra column per slot
+
+Example (massive-activation positions of 4 states, one of them huge):
+    >>> import torch
+    >>> sink_positions(torch.tensor([[100.], [1.], [2.], [1.5]]))
+    [0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import engram as E
+from .base import Written
+
+
+def sink_positions(states: torch.Tensor, ratio: float = 10.0) -> list[int]:
+    """Positions whose state norm is `ratio` times the median norm (massive activations), and 0."""
+    norms = states.float().norm(dim=-1)
+    med = norms.median().clamp_min(1e-6)
+    found = set(torch.nonzero(norms > ratio * med).flatten().tolist())
+    return sorted(found | {0})
+
+
+@dataclass(frozen=True)
+class ChunkMean:
+    name: str = "chunk-mean"
+    drop_sinks: bool = False
+    centred: bool = False  # subtract the recipe's fixed mean state ("mean")
+    needs_surprise: bool = False
+    extra_columns: int = 0
+
+    def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
+        states = w.states
+        if self.drop_sinks:
+            keep = sorted(set(range(states.shape[0])) - set(sink_positions(states)))
+            states = states[keep]
+        if self.centred:
+            states = states.float() - fixed["mean"].to(states.device)
+        return E.pool(states, slots).cpu()
+
+
+@dataclass(frozen=True)
+class Select:
+    """Keep the N most salient token states of old engram + turn.
+
+    A new token's salience is its surprise, -log p(token | all before it), so
+    invented names and numbers score high and template words low. An old
+    slot's salience is what it scored when written, times `decay` per cycle,
+    so the memory turns over slowly instead of freezing. Only the turn's own
+    tokens (user text onwards) and the old slots are candidates; sinks are not.
+    """
+
+    name: str = "select"
+    decay: float = 0.95
+    needs_surprise: bool = True
+    extra_columns: int = 1
+
+    def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
+        p, states = w.placement, w.states.float()
+        sinks = set(sink_positions(states))
+        cands = [i for i in range(p.content, states.shape[0]) if i not in sinks and i not in set(p.slots)]
+        vecs = [states[i] for i in cands]
+        sal = [float(w.surprise[i]) for i in cands]
+        order = list(range(len(cands)))  # text order, old slots first
+        if w.engram is not None and w.engram.shape[0]:
+            old = w.engram.float()
+            vecs = [old[j, :-1] for j in range(old.shape[0])] + vecs
+            sal = [float(old[j, -1]) * self.decay for j in range(old.shape[0])] + sal
+            order = list(range(len(vecs)))
+        if not vecs:
+            return states.new_zeros((0, states.shape[1] + 1)).cpu()
+        top = sorted(sorted(order, key=lambda i: -sal[i])[:slots])  # the N most salient, kept in order
+        rows = [torch.cat([vecs[i], vecs[i].new_tensor([sal[i]])]) for i in top]
+        return torch.stack(rows).cpu()
+
+
+def state_part(engram: torch.Tensor, extra_columns: int) -> torch.Tensor:
+    """The [N, H] vectors of a stored engram (without salience columns)."""
+    return engram[:, : engram.shape[1] - extra_columns] if extra_columns else engram
