@@ -1,4 +1,4 @@
-"""The `companion` command: chat, say, sessions, show, delete, export, import.
+"""The `companion` command: chat, say, sessions, show, delete, export, import, recipes.
 
 It parses arguments, calls the service and prints; errors become one line on
 stderr and exit status 1 (2 for usage errors, 130 for Ctrl-C).
@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,9 +46,23 @@ def _count(text: str) -> int:
     return value
 
 
+def recipe_arg(text: str) -> str:
+    """argparse type for --recipe: a registered recipe name."""
+    from .recipes import recipe_names
+
+    if text not in recipe_names():
+        raise argparse.ArgumentTypeError(f"unknown recipe {text!r}; choose one of {', '.join(recipe_names())} "
+                                         "(`companion recipes` describes them)")
+    return text
+
+
 def _recipe(args) -> EngramConfig | None:
-    """An explicit recipe only when a recipe option was given (else: the session's own)."""
-    given = {k: getattr(args, k) for k in ("layer", "slots") if getattr(args, k, None) is not None}
+    """An explicit recipe only when a recipe option was given (else: the session's own).
+
+    The options describe the whole recipe (what is not given takes its default),
+    so a new session is built with it and an existing session must match it.
+    """
+    given = {k: getattr(args, k) for k in ("recipe", "layer", "slots") if getattr(args, k, None) is not None}
     return EngramConfig(**given) if given else None
 
 
@@ -184,6 +199,27 @@ def cmd_import(args) -> int:
     return 0
 
 
+def recipe_table() -> list[dict]:
+    """The registered recipes as plain data (no model is loaded)."""
+    from .recipes import DEFAULT, all_recipes
+
+    return [{"name": r.name, "default": r.name == DEFAULT, "description": r.description,
+             "writer": asdict(r.writer), "reader": asdict(r.reader), "at_layer": r.reader.depth_is_layer,
+             "extra_columns": r.writer.extra_columns, "fixed": sorted(r.fixed)} for r in all_recipes()]
+
+
+def cmd_recipes(args) -> int:
+    table = recipe_table()
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in table)
+    for r in table:
+        mark, note = ("*", "(default) ") if r["default"] else (" ", "")
+        print(f"{mark} {r['name']:<{width}}  {note}{r['description']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: COMPANION_DB, else a SQLite file in COMPANION_HOME)")
@@ -191,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_opts(sp):
         sp.add_argument("--model", default=None, help="Hugging Face id, local folder or .gguf path (default: embedded SmolLM2-135M)")
+        sp.add_argument("--recipe", type=recipe_arg, default=None, metavar="NAME",
+                        help="engram recipe of a new session (default seed; `companion recipes` lists them)")
         sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
         sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
         sp.add_argument("--max-new-tokens", type=_count, default=200, help="longest reply in tokens (default 200)")
@@ -233,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--as", dest="as_name", default=None, metavar="NAME", help="import under another name")
     imp.add_argument("--force", action="store_true", help="replace an existing session of that name")
     imp.set_defaults(func=cmd_import)
+
+    rec = sub.add_parser("recipes", help="list the engram recipes (writer + reader), the default marked *")
+    rec.add_argument("--json", action="store_true")
+    rec.set_defaults(func=cmd_recipes)
     return p
 
 
