@@ -38,6 +38,27 @@ def write_json(path: str | None, data: dict) -> None:
         Path(path).write_text(json.dumps(data, indent=2, default=str))
 
 
+def recipe_options(parser) -> None:
+    """--recipe, --layer, --slots as `companion chat` has them (defaults: the seed recipe at 16 / 32)."""
+    from .cli import recipe_arg
+
+    parser.add_argument("--recipe", type=recipe_arg, default=None, metavar="NAME",
+                        help="engram recipe (default seed; `companion recipes` lists them)")
+    parser.add_argument("--layer", type=int, default=None, help="hidden-state layer (default 16)")
+    parser.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
+
+
+def recipe_config(args) -> EngramConfig:
+    """The recipe the options name; the results record it (with its fixed-tensor hash, once an engine has it)."""
+    return EngramConfig(**{k: getattr(args, k) for k in ("recipe", "layer", "slots") if getattr(args, k) is not None})
+
+
+def recipe_argv(args) -> list[str]:
+    """The same options for a `companion` command line."""
+    return [a for k in ("recipe", "layer", "slots") if getattr(args, k) is not None
+            for a in (f"--{k}", str(getattr(args, k)))]
+
+
 def user_lines(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [rng.choice(ASKS).format(t=rng.choice(TOPICS)) for _ in range(n)]
@@ -132,12 +153,15 @@ def update_overhead(engine: Engine, engram: torch.Tensor, text: str, reply_token
             "update_only_overhead": med["engram-reuse"] / med["engram-no-update"] - 1}
 
 
-def second_start(cache_home: Path, model: str | None, threads: int | None = None) -> float:
-    """Wall time of a fresh process that loads the cached model and is ready for a turn."""
+def second_start(cache_home: Path, model: str | None, threads: int | None = None,
+                 config: EngramConfig | None = None) -> float:
+    """Wall time of a fresh process that loads the cached model and is ready for a turn of `config`."""
+    recipe = (config or EngramConfig()).to_json()
     code = ((f"import torch; torch.set_num_threads({threads});" if threads else "") +
-            "import sys; from companion.loading import load_model; from companion.config import EngramConfig;"
+            "import json; from companion.loading import load_model; from companion.config import EngramConfig;"
             "from companion.cycle import Engine; from companion.settings import cache_dir;"
-            f"Engine(load_model({model!r}, cache_root=cache_dir(), quiet=True), EngramConfig()); print('ready')")
+            f"Engine(load_model({model!r}, cache_root=cache_dir(), quiet=True), "
+            f"EngramConfig.from_dict(json.loads({recipe!r}))); print('ready')")
     env = {**os.environ, "COMPANION_HOME": str(cache_home), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -147,11 +171,12 @@ def second_start(cache_home: Path, model: str | None, threads: int | None = None
     return took
 
 
-def store_roundtrip(*, shape=(32, 576), existing: int = 1000, reps: int = 200, db_url: str | None = None) -> dict:
+def store_roundtrip(*, shape=(32, 576), existing: int = 1000, reps: int = 200, db_url: str | None = None,
+                    config: EngramConfig | None = None) -> dict:
     """Milliseconds to commit one engram (with its turn) and to load + verify the latest one."""
     tmp = tempfile.mkdtemp(prefix="bench-store-")
     store = open_store(db_url or f"sqlite:///{Path(tmp) / 'bench.db'}")
-    cfg = EngramConfig().to_dict()
+    cfg = (config or EngramConfig()).to_dict()
     with store.session() as db, db.begin():
         chat = crud.create_session(db, name="store-bench", model_name="bench", model_fingerprint="0" * 64,
                                    engram_config=cfg)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from companion import EngramConfig, Engine, load_model
-from companion.benchmarks import write_json
+from companion import Engine, load_model
+from companion.benchmarks import recipe_config, recipe_options, write_json
 from companion.harness import DistractorPool, RunSettings, run
 from companion.harness.degradation import QUICK
 from companion.settings import cache_dir
@@ -31,10 +31,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=QUICK["trials"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None)
+    recipe_options(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    engine = Engine(load_model(args.model, cache_root=cache_dir()), EngramConfig())
+    engine = Engine(load_model(args.model, cache_root=cache_dir()), recipe_config(args))
     settings = RunSettings(seed=args.seed, cycles=QUICK["cycles"])
     pool = DistractorPool.load()
     seconds, replies = {}, {}
@@ -47,8 +48,8 @@ def main(argv=None) -> int:
             print(f"{label:14} {seconds[label]:8.1f} s", file=sys.stderr)
     one, many = seconds["one-at-a-time"], seconds[f"batch-{args.batch}"]
     same = sum(a == b for a, b in zip(*replies.values())) / max(1, len(replies["one-at-a-time"]))
-    r = {"trials": args.trials, "cycles": QUICK["cycles"], "batch": args.batch, "seconds": seconds,
-         "speedup": one / many, "same_reply_fraction": same, "threads": torch.get_num_threads()}
+    r = {"recipe": engine.config.to_dict(), "trials": args.trials, "cycles": QUICK["cycles"], "batch": args.batch,
+         "seconds": seconds, "speedup": one / many, "same_reply_fraction": same, "threads": torch.get_num_threads()}
     print(f"quick profile: one at a time {one:.1f} s, batched {many:.1f} s -> speedup {r['speedup']:.2f}x "
           f"(goal >= 4x); identical replies {same:.1%}")
     write_json(args.out, r)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from companion.benchmarks import user_lines, write_json
+from companion.benchmarks import recipe_argv, recipe_options, user_lines, write_json
 
 
 def run_chat(home: Path, lines: list[str], *args: str) -> dict:
@@ -39,18 +39,22 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    recipe_options(p)
     args = p.parse_args(argv)
+    recipe = recipe_argv(args)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        first = run_chat(home, [], "-s", "start")  # converts the GGUF into the cache, then the prompt
-        second = run_chat(home, [], "-s", "start")  # loads the cache
+        first = run_chat(home, [], "-s", "start", *recipe)  # converts the GGUF into the cache, then the prompt
+        second = run_chat(home, [], "-s", "start", *recipe)  # loads the cache
         chat = run_chat(home, user_lines(args.turns, args.seed), "-s", "twenty",
-                        "--max-new-tokens", str(args.max_new_tokens))
+                        "--max-new-tokens", str(args.max_new_tokens), *recipe)
         shown = subprocess.run([sys.executable, "-m", "companion", "show", "twenty", "--json"], capture_output=True,
                                text=True, env={**os.environ, "COMPANION_HOME": str(home)})
-        turns = json.loads(shown.stdout)["turns"]
+        shown = json.loads(shown.stdout)
+        turns = shown["turns"]
     per_turn = [t["seconds"] for t in turns]
-    r = {"first_start_s": first["seconds"], "second_start_s": second["seconds"], "turns": len(turns),
+    r = {"recipe": shown["recipe"], "first_start_s": first["seconds"], "second_start_s": second["seconds"],
+         "turns": len(turns),
          "seconds_per_turn_mean": sum(per_turn) / len(per_turn), "seconds_per_turn_max": max(per_turn),
          "reply_tokens_mean": sum(t["reply_tokens"] for t in turns) / len(turns),
          "peak_rss_mb_20_turns": chat["peak_rss_mb"], "chat_process_s": chat["seconds"],

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from companion.benchmarks import (BenchSession, paired_turn_times, peak_rss_mb, second_start, store_roundtrip,
-                                  transcript_turn, update_overhead, user_lines, window_median, write_json)
-from companion.config import EngramConfig
+from companion.benchmarks import (BenchSession, paired_turn_times, peak_rss_mb, recipe_config, recipe_options,
+                                  second_start, store_roundtrip, transcript_turn, update_overhead, user_lines,
+                                  window_median, write_json)
 from companion.cycle import Engine
+from companion.recipes import get_recipe
 from companion.loading import load_model
 from companion.settings import cache_dir, data_dir
 from memory_store import open_store
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoints", type=int, nargs="+", default=[5, 10, 50, 100, 200])
     p.add_argument("--reps", type=int, default=5, help="repetitions for the update-overhead medians")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a shared CPU)")
+    recipe_options(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,11 +46,11 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     lm = load_model(args.model, cache_root=cache_dir())
-    engine = Engine(lm, EngramConfig())
-    results: dict = {"model": lm.name, "fingerprint": lm.fingerprint, "recipe": EngramConfig().to_dict(),
+    engine = Engine(lm, recipe_config(args))
+    results: dict = {"model": lm.name, "fingerprint": lm.fingerprint, "recipe": engine.config.to_dict(),
                      "seed": args.seed, "reply_tokens": reply, "turns": args.turns, "device": str(lm.device),
                      "torch_threads": torch.get_num_threads()}
-    results["second_start_s"] = second_start(data_dir(), args.model, args.threads)
+    results["second_start_s"] = second_start(data_dir(), args.model, args.threads, engine.config)
     print(f"second start: {results['second_start_s']:.2f} s", file=sys.stderr)
 
     lines = user_lines(args.turns, args.seed)
@@ -100,7 +102,8 @@ def main(argv=None) -> int:
         results["rss_mb_turn_10"], results[f"rss_mb_turn_{args.turns}"] = rss[10], rss[args.turns]
         results["rss_ratio_500_vs_10"] = rss[args.turns] / rss[10]
     results["peak_rss_mb"] = peak_rss_mb()
-    results.update(store_roundtrip())
+    width = get_recipe(engine.config.recipe).stored_width(lm.hidden_size)
+    results.update(store_roundtrip(shape=(engine.config.slots, width), config=engine.config))
     results["profile_one_turn"] = profile_turn(engine, lines[1], reply)
 
     print_table(results)
