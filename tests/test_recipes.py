@@ -144,3 +144,14 @@ def test_every_registered_recipe_describes_itself():
     for name in recipe_names():
         r = get_recipe(name)
         assert r.description and r.writer and r.reader
+
+
+def test_select_per_turn_fills_empty_slots_then_replaces_at_most_m():
+    states = torch.arange(6 * 2, dtype=torch.float32).reshape(6, 2)
+    sur = torch.tensor([0.0, 5.0, 1.0, 9.0, 2.0, 7.0])
+    first = Select(decay=1.0, per_turn=1).write(Written(states, Placement(ids=list(range(6)), content=1), sur), 3)
+    assert first[:, -1].tolist() == [5.0, 9.0, 7.0]  # empty engram: the turn fills all three
+    louder = Written(states[:4] + 100, Placement(ids=list(range(4)), content=1), torch.tensor([0.0, 20., 30., 40.]),
+                     engram=first)
+    second = Select(decay=1.0, per_turn=1).write(louder, 3)
+    assert second[:, -1].tolist() == [9.0, 7.0, 40.0]  # only the loudest new token gets in, the weakest slot goes

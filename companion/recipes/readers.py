@@ -58,6 +58,7 @@ class FramedReader:
     at_layer: bool = False
     scaling: str = "embedding-mean-norm"
     frame: str = "Earlier I told you:"
+    lead: str = "\n"  # between the slots and the new input
 
     @property
     def depth_is_layer(self) -> bool:
@@ -70,11 +71,12 @@ class FramedReader:
         if vectors is None or vectors.shape[0] == 0:  # no memory yet: the plain prompt, no frame
             return Placement(chat_ids(tokenizer, user, reply), content=content_start(tokenizer))
         n = vectors.shape[0]
-        before, after = template_around(tokenizer, self.frame + " ", "\n" + user, reply)
+        before, after = template_around(tokenizer, self.frame + " ", self.lead + user, reply)
         ids = before + [_placeholder_id(tokenizer)] * n + after
         slots = list(range(len(before), len(before) + n))
-        # The turn's own text starts after the slots and the newline that follows them.
-        return Placement(ids, slots, vectors, layer if self.at_layer else 0, len(before) + n + 1)
+        # The turn's own text starts after the slots and the lead text that follows them.
+        lead = len(tokenizer(self.lead, add_special_tokens=False)["input_ids"]) if self.lead else 0
+        return Placement(ids, slots, vectors, layer if self.at_layer else 0, len(before) + n + lead)
 
 
 def _scaled(engram: torch.Tensor, embed_norm: float, scaling: str) -> torch.Tensor:

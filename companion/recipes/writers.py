@@ -61,6 +61,7 @@ class Select:
 
     name: str = "select"
     decay: float = 0.95
+    per_turn: int = 0  # at most this many old slots are replaced per turn (0: no limit)
     needs_surprise: bool = True
     extra_columns: int = 1
 
@@ -68,6 +69,11 @@ class Select:
         p, states = w.placement, w.states.float()
         sinks = set(sink_positions(states))
         cands = [i for i in range(p.content, states.shape[0]) if i not in sinks and i not in set(p.slots)]
+        old_n = 0 if w.engram is None else w.engram.shape[0]
+        room = max(0, slots - old_n) + self.per_turn  # empty slots fill freely; full ones yield per_turn a turn
+        if self.per_turn and len(cands) > room:  # so one turn cannot wipe the memory
+            best = sorted(cands, key=lambda i: -float(w.surprise[i]))[:room]
+            cands = sorted(best)
         vecs = [states[i] for i in cands]
         sal = [float(w.surprise[i]) for i in cands]
         order = list(range(len(cands)))  # text order, old slots first
