@@ -2,7 +2,12 @@
 
 Every mode answers through the same turn loop (Engine.run_turn): it only
 decides which engram is injected and which text goes before the question.
-New recipes register here under their own name.
+
+A mode *kind* is one of KINDS. The engram kinds (engram, foreign,
+engram+retrieval) depend on the recipe that wrote the engram, so a run over
+several recipes has one row per kind and recipe, named `kind:recipe`
+(`engram:seed`, `foreign:select-deep`); the text kinds (none, transcript,
+recent, retrieval) hold no engram and are one row each (`mode_rows`).
 
     mode.prompt(memory, question, foreign) -> Prompt(engram, context)
 """
@@ -74,7 +79,7 @@ def _retrieve(memory: Memory, question: str, k: int) -> str | None:
 
 def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int = 3) -> dict[str, Mode]:
     """The standard modes. context_chars bounds text modes so they fit the window."""
-    def seed(m, q, f):
+    def engram(m, q, f):
         return Prompt(m.engram, None)
 
     def none(m, q, f):
@@ -82,7 +87,7 @@ def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int =
 
     def foreign(m, q, f):
         if f is None or f.engram is None:
-            raise ValueError("foreign-engram needs an unrelated session's engram")
+            raise ValueError("the foreign mode needs an unrelated session's engram")
         return Prompt(f.engram, None)
 
     def transcript(m, q, f):
@@ -97,13 +102,81 @@ def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int =
     def both(m, q, f):
         return Prompt(m.engram, _retrieve(m, q, top_k))
 
-    modes = [Mode("seed-engram", seed, True), Mode("none", none), Mode("foreign-engram", foreign, True),
+    modes = [Mode("engram", engram, True), Mode("none", none), Mode("foreign", foreign, True),
              Mode("transcript", transcript), Mode("recent", recent), Mode("retrieval", retrieval),
              Mode("engram+retrieval", both, True)]
     return {m.name: m for m in modes}
 
 
-MODE_NAMES = tuple(make_modes())
+MODE_NAMES = tuple(make_modes())  # the kinds, in report order
+KINDS = MODE_NAMES
+ENGRAM_KINDS = frozenset(m.name for m in make_modes().values() if m.uses_engram)
+ALIASES = {"seed-engram": "engram", "foreign-engram": "foreign"}  # the names before recipes had rows
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a report: a mode kind, and for the engram kinds the recipe whose engram it reads."""
+
+    name: str  # "engram:seed", or the kind itself for a text kind ("transcript")
+    kind: str
+    recipe: str | None = None
+
+
+def canonical_kinds(names) -> list[str]:
+    """Mode kinds from names (old names such as seed-engram allowed), in the order given, no repeats."""
+    out = []
+    for n in names:
+        kind = ALIASES.get(n, n)
+        if kind not in KINDS:
+            raise ValueError(f"unknown mode(s) {n}; choose from {', '.join(KINDS)} "
+                             f"(or the old names {', '.join(ALIASES)})")
+        if kind not in out:
+            out.append(kind)
+    return out
+
+
+def recipe_list(names) -> list[str]:
+    """Recipe names from a command line: 'all' means every registered recipe; no repeats."""
+    from .recipes import recipe_names
+
+    known = recipe_names()
+    out: list[str] = []
+    for n in names:
+        for r in (known if n == "all" else [n]):
+            if r not in known:
+                raise ValueError(f"unknown recipe {r!r}; choose from {', '.join(known)} or 'all'")
+            if r not in out:
+                out.append(r)
+    if not out:
+        raise ValueError("no recipe given")
+    return out
+
+
+def mode_rows(kinds, recipes) -> list[Row]:
+    """The report rows of these kinds over these recipes, kinds in KINDS order, recipes as given."""
+    wanted = set(canonical_kinds(kinds))
+    rows = []
+    for kind in KINDS:
+        if kind in wanted:
+            rows += ([Row(f"{kind}:{r}", kind, r) for r in recipes] if kind in ENGRAM_KINDS else [Row(kind, kind)])
+    return rows
+
+
+def engines_by_recipe(engines) -> dict:
+    """{recipe name: Engine} from one Engine or a list of them (one per recipe, the first answers text modes)."""
+    items = [engines] if hasattr(engines, "config") else list(engines.values() if isinstance(engines, dict)
+                                                              else engines)
+    out = {}
+    for e in items:
+        if out and e.lm is not next(iter(out.values())).lm:
+            raise ValueError("every recipe's engine must share one loaded model")
+        if e.config.recipe in out:
+            raise ValueError(f"recipe {e.config.recipe!r} given twice")
+        out[e.config.recipe] = e
+    if not out:
+        raise ValueError("no engine given")
+    return out
 
 
 def ask(engine, mode: Mode, memory: Memory, question: str, *, foreign: Memory | None = None,

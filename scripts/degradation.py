@@ -3,9 +3,15 @@
 
     python scripts/degradation.py --quick --out runs/degradation-quick
     python scripts/degradation.py --out runs/degradation-full          # the full profile (GPU advised)
+    python scripts/degradation.py --quick --recipes seed select-deep --out runs/dq-two
+    python scripts/degradation.py --quick --recipes all --out runs/dq-all
 
-Interrupted runs resume from DIR/trials.jsonl. Outputs: results.json, recall.md,
-recall.png, diagnostics.png.
+Every recipe gets its own engine over the one loaded model and lives each trial
+itself; the report has rows engram:<recipe>, foreign:<recipe> and
+engram+retrieval:<recipe> per recipe beside the recipe-free text modes, and for
+every row and k the recall and the teacher-forced NLL of the correct answer.
+Interrupted runs resume from DIR/trials.jsonl (same recipes and settings only).
+Outputs: results.json, recall.md, recall.png, nll.png, diagnostics.png.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def main(argv: list[str] | None = None) -> int:
     from companion.harness import FULL, QUICK
-    from companion.modes import MODE_NAMES
+    from companion.modes import ALIASES, MODE_NAMES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/degradation", help="output folder (resumes what is there)")
@@ -28,10 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trials", type=int, default=None, help=f"trials per cell (quick {QUICK['trials']}, full {FULL['trials']})")
     p.add_argument("--cycles", type=int, nargs="+", default=None, help="checkpoints k (distractor turns)")
-    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=list(MODE_NAMES))
+    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=[*MODE_NAMES, *ALIASES],
+                   help="mode kinds; engram, foreign and engram+retrieval get one row per recipe")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--recipes", nargs="+", default=None, metavar="NAME",
+                       help="recipes to compare in one run, or 'all' (default: seed); the first answers the text modes")
+    which.add_argument("--recipe", default=None, metavar="NAME", help="one recipe (same as --recipes NAME)")
+    p.add_argument("--no-nll", action="store_true", help="skip the teacher-forced answer NLL (saves a forward per ask)")
     p.add_argument("--quick", action="store_true", help="the quick profile (under 10 min on 2 CPU cores)")
     p.add_argument("--data", default=None, help="LoCoMo folder for distractors, or 'generated'")
-    p.add_argument("--layer", type=int, default=None, help="engram layer (default: the recipe's 16)")
+    p.add_argument("--layer", type=int, default=None, help="engram layer of every recipe (default 16)")
     p.add_argument("--slots", type=int, default=None, help="engram vectors (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--context-chars", type=int, default=6000, help="budget of the text modes")
@@ -48,26 +60,29 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from companion import EngramConfig, Engine, load_model
     from companion.harness import DistractorPool, HarnessError, RunSettings, run
+    from companion.modes import recipe_list
     from companion.settings import cache_dir
 
     profile = QUICK if args.quick else FULL
     trials = args.trials or profile["trials"]
     cycles = args.cycles or profile["cycles"]
-    recipe = {k: v for k, v in (("layer", args.layer), ("slots", args.slots)) if v is not None}
+    shape = {k: v for k, v in (("layer", args.layer), ("slots", args.slots)) if v is not None}
     try:
+        recipes = recipe_list([args.recipe] if args.recipe else (args.recipes or ["seed"]))
         settings = RunSettings(seed=args.seed, cycles=cycles, modes=args.modes, max_new_tokens=args.max_new_tokens,
-                               context_chars=args.context_chars)
+                               context_chars=args.context_chars, nll=not args.no_nll)
+        configs = [EngramConfig(**shape, recipe=r) for r in recipes]  # refuses a bad layer before the load
         pool = DistractorPool.load(args.data)
         lm = load_model(args.model, cache_root=cache_dir())
-        engine = Engine(lm, EngramConfig(**recipe))
-        results = run(engine, settings, trials, args.out, pool=pool, profile="quick" if args.quick else "full",
+        engines = [Engine(lm, c) for c in configs]
+        results = run(engines, settings, trials, args.out, pool=pool, profile="quick" if args.quick else "full",
                       command=" ".join(shlex.quote(a) for a in ["scripts/degradation.py", *sys.argv[1:]]),
                       progress=not args.no_progress, batch=args.batch)
     except (HarnessError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(open(os.path.join(args.out, "recall.md")).read())
-    print(f"wrote {args.out}/results.json, recall.md, recall.png, diagnostics.png "
+    print(f"wrote {args.out}/results.json, recall.md, recall.png, nll.png, diagnostics.png "
           f"({results['trials']} trials, {results['seconds_this_invocation']} s this run)")
     return 0
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import companion.harness.degradation as D
 from companion import EngramConfig, Engine
 from companion.harness import DistractorPool, HarnessError, RunSettings, run
-from companion.modes import MODE_NAMES
+from companion.modes import MODE_NAMES, mode_rows
+
+SEED_ROWS = [r.name for r in mode_rows(MODE_NAMES, ["seed"])]
 
 
 @pytest.fixture()
@@ -38,26 +41,30 @@ def counted_ask(monkeypatch):
 def test_smoke_run_writes_everything_and_resumes(engine, pool, tmp_path, counted_ask):
     settings = RunSettings(seed=3, cycles=[0, 1, 3], max_new_tokens=4)
     res = run(engine, settings, 2, tmp_path, pool=pool, progress=False, command="test")
-    for name in ("results.json", "recall.md", "recall.png", "diagnostics.png", "trials.jsonl", "run.json"):
+    for name in ("results.json", "recall.md", "recall.png", "nll.png", "diagnostics.png", "trials.jsonl", "run.json"):
         assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert set(saved["recall"]) == set(MODE_NAMES)
-    for mode in MODE_NAMES:
+    assert list(saved["recall"]) == SEED_ROWS == list(saved["answer_nll"])
+    assert SEED_ROWS[0] == "engram:seed" and "foreign:seed" in SEED_ROWS and "transcript" in SEED_ROWS
+    for mode in SEED_ROWS:
         assert set(saved["recall"][mode]) == {"0", "1", "3"}
         for cell in saved["recall"][mode].values():
             assert cell["trials"] == 2 and 0 <= cell["correct"] <= 2
-    for key in ("model", "fingerprint", "recipe", "seed", "code_version", "command", "profile"):
+        for cell in saved["answer_nll"][mode].values():
+            assert cell["n"] == 2 and cell["low"] <= cell["mean"] <= cell["high"]
+    for key in ("model", "fingerprint", "recipes", "recipe_configs", "seed", "code_version", "command", "profile"):
         assert key in saved
-    assert saved["recipe"]["layer"] == 2 and saved["seed"] == 3
+    assert saved["recipes"] == ["seed"] and saved["recipe_configs"]["seed"]["layer"] == 2 and saved["seed"] == 3
     trial = saved["per_trial"][0]
     assert [p["k"] for p in trial["probes"]] == [0, 1, 3]
     assert all("reply" in a and "correct" in a for p in trial["probes"] for a in p["answers"].values())
-    diag = trial["probes"][0]["diagnostics"]
+    assert all(a["nll"] > 0 and a["nll_tokens"] > 0 for p in trial["probes"] for a in p["answers"].values())
+    diag = trial["probes"][0]["diagnostics"]["seed"]
     assert diag["cos_first"] == pytest.approx(1.0, abs=1e-5)  # k=0: the turn-1 engram itself
     assert 0 < diag["pos0_share_turn"] <= diag["pos0_share_slot0"] <= 1
     assert 1 <= diag["effective_rank"] <= 4
     table = (tmp_path / "recall.md").read_text()
-    assert "| seed-engram |" in table and "k=3" in table
+    assert "| engram:seed |" in table and "k=3" in table and "NLL of the correct answer" in table
     assert counted_ask, "the modes were asked through companion.modes.ask"
     # 'none' has the same prompt at every k, so it is asked once per trial and reused.
     assert counted_ask.count("none") == 2
@@ -117,10 +124,7 @@ def test_locomo_distractors_are_speaker_pairs(tmp_path):
         DistractorPool.load(tmp_path / "missing")
 
 
-def test_lockstep_batch_gives_the_one_at_a_time_records(engine, pool, tmp_path):
-    settings = RunSettings(seed=7, cycles=[0, 2], max_new_tokens=4)
-    one = run(engine, settings, 3, tmp_path / "one", pool=pool, progress=False)
-    many = run(engine, settings, 3, tmp_path / "many", pool=pool, progress=False, batch=3)
+def _same_records(one, many):
     for a, b in zip(one["per_trial"], many["per_trial"]):
         assert a["trial"] == b["trial"] and a["fact"] == b["fact"]
         for pa, pb in zip(a["probes"], b["probes"]):
@@ -128,5 +132,95 @@ def test_lockstep_batch_gives_the_one_at_a_time_records(engine, pool, tmp_path):
             assert {m: x["reply"] for m, x in pa["answers"].items()} == {m: x["reply"] for m, x in pb["answers"].items()}
             assert {m: x["prompt_tokens"] for m, x in pa["answers"].items()} == \
                    {m: x["prompt_tokens"] for m, x in pb["answers"].items()}
-            for name, v in pa["diagnostics"].items():
-                assert pb["diagnostics"][name] == pytest.approx(v, rel=1e-3, abs=1e-4), name
+            for m, x in pa["answers"].items():
+                assert pb["answers"][m]["nll"] == pytest.approx(x["nll"], abs=2e-3), m
+            assert set(pa["diagnostics"]) == set(pb["diagnostics"])
+            for recipe, diag in pa["diagnostics"].items():
+                for name, v in diag.items():
+                    w = pb["diagnostics"][recipe][name]
+                    assert (v is None and w is None) or w == pytest.approx(v, rel=1e-3, abs=1e-4), (recipe, name)
+
+
+def test_lockstep_batch_gives_the_one_at_a_time_records(engine, pool, tmp_path):
+    settings = RunSettings(seed=7, cycles=[0, 2], max_new_tokens=4)
+    one = run(engine, settings, 3, tmp_path / "one", pool=pool, progress=False)
+    many = run(engine, settings, 3, tmp_path / "many", pool=pool, progress=False, batch=3)
+    _same_records(one, many)
+
+
+def test_two_recipes_in_one_run_have_their_own_rows_and_batch_equals_one_at_a_time(tiny_lm, pool, tmp_path):
+    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "select-deep")]
+    settings = RunSettings(seed=2, cycles=[0, 2], max_new_tokens=3)
+    one = run(engines, settings, 2, tmp_path / "one", pool=pool, progress=False)
+    rows = list(one["recall"])
+    assert rows == ["engram:seed", "engram:select-deep", "none", "foreign:seed", "foreign:select-deep",
+                    "transcript", "recent", "retrieval", "engram+retrieval:seed", "engram+retrieval:select-deep"]
+    assert one["recipes"] == ["seed", "select-deep"]
+    assert one["recipe_configs"]["select-deep"]["recipe"] == "select-deep"
+    assert set(one["diagnostics"]) == {"seed", "select-deep"}
+    probe = one["per_trial"][0]["probes"][1]
+    # each recipe's engram row reads its own engram: a select-deep prompt holds its own slot count
+    assert probe["answers"]["engram:select-deep"]["prompt_tokens"] == probe["answers"]["none"]["prompt_tokens"] + 4
+    assert probe["diagnostics"]["select-deep"]["effective_rank"] > 0
+    table = (tmp_path / "one" / "recall.md").read_text()
+    for row in ("engram:seed", "foreign:select-deep", "engram+retrieval:select-deep"):
+        assert f"| {row} |" in table
+    assert "recipe select-deep" in table
+    # the lockstep path (absorb_many / answer_many / nll_many per recipe) gives the same records
+    many = run(engines, settings, 2, tmp_path / "many", pool=pool, progress=False, batch=2)
+    _same_records(one, many)
+
+
+def test_resume_with_another_recipe_list_is_refused(tiny_lm, pool, tmp_path):
+    seed, sink = (Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "sink"))
+    settings = RunSettings(seed=1, cycles=[0], modes=["engram"], max_new_tokens=2, nll=False)
+    run([seed], settings, 1, tmp_path, pool=pool, progress=False)
+    for engines in ([seed, sink], [sink]):
+        with pytest.raises(HarnessError, match="recipes"):
+            run(engines, settings, 1, tmp_path, pool=pool, progress=False)
+    assert run(seed, settings, 1, tmp_path, pool=pool, progress=False)["recipes"] == ["seed"]  # same list resumes
+
+
+def test_answer_nll_is_the_mean_token_nll_of_the_answer_after_the_asked_prompt(engine, pool, tmp_path):
+    """The recorded NLL equals a by-hand forward over exactly the prompt the mode's question is asked with."""
+    from companion import engram as E
+    from companion.cycle import chat_ids
+    from companion.harness.degradation import ACK
+    from companion.harness.facts import facts_for
+    from companion.modes import format_turns, with_context
+
+    settings = RunSettings(seed=4, cycles=[0], modes=["engram", "none", "transcript"], max_new_tokens=2)
+    res = run(engine, settings, 1, tmp_path, pool=pool, progress=False)
+    answers = res["per_trial"][0]["probes"][0]["answers"]
+    fact, _ = facts_for(4, 0)
+    tok, model = engine.tokenizer, engine.model
+    target = tok(fact.answer, add_special_tokens=False)["input_ids"]
+
+    def by_hand(engram, text):
+        ids = chat_ids(tok, text) + target
+        embeds, mask = E.inject(None if engram is None else engine.prepare(engram), engine.embed(ids))
+        with torch.no_grad():
+            logits = model(inputs_embeds=embeds, attention_mask=mask).logits[0].float()
+        lp = torch.log_softmax(logits[-len(target) - 1:-1], dim=-1)
+        return float(-lp[torch.arange(len(target)), torch.tensor(target)].mean())
+
+    transcript = with_context(format_turns([(fact.statement, ACK)]), fact.question)
+    engram = engine.absorb(None, fact.statement, ACK).engram
+    assert answers["transcript"]["nll"] == pytest.approx(by_hand(None, transcript), abs=1e-4)
+    assert answers["none"]["nll"] == pytest.approx(by_hand(None, fact.question), abs=1e-4)
+    assert answers["engram:seed"]["nll"] == pytest.approx(by_hand(engram, fact.question), abs=1e-4)
+    assert all(a["nll_tokens"] == len(target) for a in answers.values())
+    cell = res["answer_nll"]["transcript"]["0"]
+    assert cell["n"] == 1 and cell["mean"] == pytest.approx(answers["transcript"]["nll"])
+
+
+@pytest.mark.slow
+def test_answer_in_the_transcript_lowers_its_nll_on_the_real_model(embedded_lm, pool, tmp_path):
+    engine = Engine(embedded_lm, EngramConfig())
+    settings = RunSettings(seed=0, cycles=[0], modes=["none", "transcript"], max_new_tokens=4)
+    res = run(engine, settings, 3, tmp_path, pool=pool, progress=False)
+    nll = res["answer_nll"]
+    assert nll["transcript"]["0"]["mean"] < nll["none"]["0"]["mean"]
+    for trial in res["per_trial"]:
+        a = trial["probes"][0]["answers"]
+        assert a["transcript"]["nll"] < a["none"]["nll"], trial["fact"]

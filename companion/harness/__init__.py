@@ -1,9 +1,10 @@
 """The degradation-over-cycles harness: planted facts, distractors, scoring, runner, report."""
 
-from .degradation import FULL, QUICK, HarnessError, RunSettings, Trial, aggregate, run
+from .degradation import FULL, QUICK, HarnessError, RunSettings, Trial, run
 from .distractors import DistractorPool
 from .facts import TEMPLATES, Fact, facts_for, leaks, make_fact
 from .scoring import is_correct, normalise, wilson
+from .summary import aggregate
 
 __all__ = ["FULL", "QUICK", "DistractorPool", "Fact", "HarnessError", "RunSettings", "TEMPLATES", "Trial",
            "aggregate", "facts_for", "is_correct", "leaks", "make_fact", "normalise", "run", "wilson"]

@@ -3,11 +3,15 @@
 One trial lives ONE conversation: turn 1 states a fact the model cannot know,
 then distractor turns follow. Every lived turn goes through Engine.absorb (the
 same engram update as a live session; only the reply is scripted, so a turn is
-one forward pass). At each checkpoint k (k distractor turns after the fact;
-k=0 is right after it) every memory mode is asked the question through
-companion.modes.ask; the question turn is never kept. A second, unrelated
-session (another fact, other distractors) is lived alongside: its engram at the
-same k is the foreign engram, and the cross-session cosine.
+one forward pass), once per recipe under test: each recipe has its own Engine
+over the one loaded model and its own Memory. At each checkpoint k (k
+distractor turns after the fact; k=0 is right after it) every mode row
+(modes.mode_rows: engram:<recipe>, foreign:<recipe>, engram+retrieval:<recipe>,
+and the recipe-free text modes) is asked the question through
+companion.modes.ask, and the teacher-forced NLL of the correct answer under the
+same prompt is recorded (harness.nll); the question turn is never kept. A
+second, unrelated session (another fact, other distractors) is lived alongside:
+its engram of the same recipe at the same k is the foreign engram.
 
 Finished trials are appended to DIR/trials.jsonl, so an interrupted run resumes.
 """
@@ -17,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,11 +29,15 @@ from pathlib import Path
 import torch
 
 from .. import engram as E
-from ..cycle import Engine, InputTooLongError
-from ..modes import MODE_NAMES, Memory, ask, make_modes
+from ..cycle import InputTooLongError
+from ..modes import MODE_NAMES, Memory, Prompt, Row, ask, canonical_kinds, engines_by_recipe, make_modes, mode_rows
+from ..modes import with_context
+from ..recipes.writers import state_part
 from .distractors import DistractorPool
 from .facts import facts_for
-from .scoring import is_correct, wilson
+from .nll import nll_one
+from .scoring import is_correct
+from .summary import code_version, first_position_share  # noqa: F401  (code_version: part of this module's API)
 
 ACK = "Got it, I'll remember that."
 QUICK = {"trials": 6, "cycles": [0, 1, 2, 5, 10, 20]}
@@ -47,47 +54,21 @@ class RunSettings:
 
     seed: int = 0
     cycles: list[int] = field(default_factory=lambda: list(FULL["cycles"]))
-    modes: list[str] = field(default_factory=lambda: list(MODE_NAMES))
+    modes: list[str] = field(default_factory=lambda: list(MODE_NAMES))  # kinds; rows are kinds x recipes
     max_new_tokens: int = 16
     context_chars: int = 6000  # text-mode budget (about 1500 tokens), cut further to fit small windows
     recent_turns: int = 3
     top_k: int = 3
+    nll: bool = True  # also record the teacher-forced NLL of the correct answer under each mode's prompt
 
     def __post_init__(self):
         self.cycles = sorted(set(int(k) for k in self.cycles))
         if not self.cycles or self.cycles[0] < 0:
             raise HarnessError("cycles must be non-negative integers")
-        unknown = [m for m in self.modes if m not in MODE_NAMES]
-        if unknown:
-            raise HarnessError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODE_NAMES)}")
-
-
-def code_version() -> str:
-    """git describe of the checkout the package runs from, else the package version."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return "git:" + out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return "companion " + version("companion")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def first_position_share(states: torch.Tensor, slots: int) -> tuple[float, float]:
-    """How much position 0 weighs in a turn's layer-L states [T, H].
-
-    Returns (||h_0|| / sum_t ||h_t|| over the whole turn,
-             the same ratio within the first pooling chunk, i.e. the first engram slot).
-    """
-    norms = states.float().norm(dim=-1)
-    a, b = E.chunk_bounds(states.shape[0], slots)[0]
-    return float(norms[0] / norms.sum()), float(norms[0] / norms[a:b].sum())
+        try:
+            self.modes = canonical_kinds(self.modes)  # old names (seed-engram) become kinds (engram)
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from None
 
 
 def _tensor_key(t: torch.Tensor | None) -> str | None:
@@ -97,33 +78,54 @@ def _tensor_key(t: torch.Tensor | None) -> str | None:
 
 
 class Trial:
-    """One lived session plus its foreign twin; probes every mode at each checkpoint."""
+    """One lived session plus its foreign twin, once per recipe; probes every mode row at each checkpoint.
 
-    def __init__(self, engine: Engine, settings: RunSettings, pool: DistractorPool, index: int):
+    engines: one Engine per recipe (one loaded model); each recipe lives its own Memory of the same
+    turns through its own Engine.absorb. The first engine answers the text modes (no engram).
+    """
+
+    def __init__(self, engines, settings: RunSettings, pool: DistractorPool, index: int):
         import random
-        self.engine, self.s, self.index = engine, settings, index
+        self.engines = engines_by_recipe(engines)
+        self.recipes = list(self.engines)
+        self.engine = self.engines[self.recipes[0]]
+        self.s, self.index = settings, index
         self.fact, self.foreign_fact = facts_for(settings.seed, index)
         rng = random.Random(f"distractors:{settings.seed}:{index}")
         n = max(settings.cycles)
         self.distractors, self.foreign_distractors = pool.draw(rng, n), pool.draw(rng, n)
-        budget = 3 * (engine.lm.context_window - engine.config.slots - settings.max_new_tokens - 160)
-        self.modes = make_modes(context_chars=max(200, min(settings.context_chars, budget)),
-                                recent_turns=settings.recent_turns, top_k=settings.top_k)
+        slots = max(e.config.slots for e in self.engines.values())
+        budget = 3 * (self.engine.lm.context_window - slots - settings.max_new_tokens - 160)
         self.context_chars = max(200, min(settings.context_chars, budget))
+        self.modes = make_modes(context_chars=self.context_chars, recent_turns=settings.recent_turns,
+                                top_k=settings.top_k)
+        self.rows = mode_rows(settings.modes, self.recipes)
         self._asked: dict[tuple, tuple[str, dict]] = {}  # prompt key -> (where first asked, answer)
 
-    def _live(self, memory: Memory, user: str, reply: str):
-        prev = memory.engram
-        result = self.engine.absorb(prev, user, reply)
-        memory.turns.append((user, reply))
-        memory.engram = result.engram
-        return prev, result.turn_ids
+    def recipe_of(self, row: Row) -> str:
+        return row.recipe or self.recipes[0]
+
+    def prompt(self, row: Row, mem: dict, foreign: dict) -> tuple[Prompt, tuple]:
+        """The row's prompt from its recipe's memories, and its key (same key: same reply and NLL)."""
+        r = self.recipe_of(row)
+        p = self.modes[row.kind].prompt(mem[r], self.fact.question, foreign[r])
+        return p, (row.recipe, _tensor_key(p.engram), p.context)
+
+    def _live(self, mems: dict, user: str, reply: str) -> dict:
+        """One lived turn in every recipe's memory; returns each recipe's (previous engram, user, reply)."""
+        lasts = {}
+        for r, engine in self.engines.items():
+            m = mems[r]
+            lasts[r] = (m.engram, user, reply)
+            m.engram = engine.absorb(m.engram, user, reply).engram
+            m.turns.append((user, reply))
+        return lasts
 
     def run(self, on_ask=lambda: None) -> dict:
-        mem, foreign = Memory(), Memory()
+        mem, foreign = {r: Memory() for r in self.recipes}, {r: Memory() for r in self.recipes}
         last = self._live(mem, self.fact.statement, ACK)
         self._live(foreign, self.foreign_fact.statement, ACK)
-        first = mem.engram
+        first = {r: m.engram for r, m in mem.items()}
         checkpoints, kmax = set(self.s.cycles), max(self.s.cycles)
         probes = []
         for i in range(kmax + 1):
@@ -132,42 +134,66 @@ class Trial:
             if i < kmax:
                 last = self._live(mem, *self.distractors[i])
                 self._live(foreign, *self.foreign_distractors[i])
+        return self.record(probes)
+
+    def record(self, probes: list[dict]) -> dict:
         return {"trial": self.index, "fact": self.fact.to_dict(), "foreign_fact": self.foreign_fact.to_dict(),
                 "context_chars": self.context_chars, "probes": probes}
 
+    def reused(self, key, answers: dict, name: str) -> bool:
+        # Greedy decoding of an identical prompt gives an identical reply (e.g. 'none' at every k,
+        # or 'recent' == 'transcript' while all turns fit), so it is asked once and reused.
+        if key not in self._asked:
+            return False
+        where, first_answer = self._asked[key]
+        answers[name] = {**first_answer, "seconds": 0.0, "same_prompt_as": where}
+        return True
+
     def _probe(self, k, mem, foreign, first, last, on_ask) -> dict:
-        answers = {}
-        for name in self.s.modes:
-            # Greedy decoding of an identical prompt gives an identical reply (e.g. 'none' at every k,
-            # or 'recent' == 'transcript' while all turns fit), so it is asked once and reused.
-            p = self.modes[name].prompt(mem, self.fact.question, foreign)
-            key = (_tensor_key(p.engram), p.context)
-            if key in self._asked:
-                where, first_answer = self._asked[key]
-                answers[name] = {**first_answer, "seconds": 0.0, "same_prompt_as": where}
+        answers: dict = {}
+        q = self.fact.question
+        for row in self.rows:
+            p, key = self.prompt(row, mem, foreign)
+            if self.reused(key, answers, row.name):
                 on_ask()
                 continue
+            r = self.recipe_of(row)
+            engine = self.engines[r]
             t0 = time.perf_counter()
             try:
-                r = ask(self.engine, self.modes[name], mem, self.fact.question, foreign=foreign,
-                        max_new_tokens=self.s.max_new_tokens)
-                reply, err, prompt_tokens = r.reply, None, r.prompt_tokens
+                res = ask(engine, self.modes[row.kind], mem[r], q, foreign=foreign[r],
+                          max_new_tokens=self.s.max_new_tokens)
+                reply, err, prompt_tokens = res.reply, None, res.prompt_tokens
             except InputTooLongError as exc:  # scored as wrong, and the error is kept
                 reply, err, prompt_tokens = "", str(exc), None
-            answers[name] = {"reply": reply, "correct": is_correct(reply, self.fact.answer, self.fact.aliases),
-                             "prompt_tokens": prompt_tokens, "seconds": round(time.perf_counter() - t0, 3)}
+            answers[row.name] = {"reply": reply, "correct": is_correct(reply, self.fact.answer, self.fact.aliases),
+                                 "prompt_tokens": prompt_tokens, "seconds": round(time.perf_counter() - t0, 3)}
             if err:
-                answers[name]["error"] = err
-            self._asked[key] = (f"k={k}/{name}", answers[name])
+                answers[row.name]["error"] = err
+            if self.s.nll:
+                answers[row.name].update(nll_one(engine, p.engram, with_context(p.context, q), self.fact.answer))
+            self._asked[key] = (f"k={k}/{row.name}", answers[row.name])
             on_ask()
         return {"k": k, "answers": answers, "diagnostics": self.diagnostics(mem, foreign, first, last)}
 
-    def diagnostics(self, mem: Memory, foreign: Memory, first, last) -> dict:
-        states = self.engine.states_of(*last)  # the last lived turn again, for the position-0 share
-        share_turn, share_slot = first_position_share(states, self.engine.config.slots)
-        return {"cos_first": E.cosine(mem.engram, first), "cos_foreign": E.cosine(mem.engram, foreign.engram),
-                "norm": E.mean_row_norm(mem.engram), "effective_rank": E.effective_rank(mem.engram),
-                "pos0_share_turn": share_turn, "pos0_share_slot0": share_slot}
+    def diagnostics(self, mem: dict, foreign: dict, first: dict, last: dict) -> dict:
+        """recipe -> the engram's diagnostics on its state part (salience columns left out)."""
+        out = {}
+        for r, engine in self.engines.items():
+            cols = engine.writer.extra_columns
+            e, e1, ef = (state_part(x, cols) for x in (mem[r].engram, first[r], foreign[r].engram))
+            states = engine.turn_states(*last[r])  # the last lived turn again, for the position-0 share
+            share_turn, share_slot = first_position_share(states, engine.config.slots)
+            out[r] = {"cos_first": _cosine(e, e1), "cos_foreign": _cosine(e, ef), "norm": E.mean_row_norm(e),
+                      "effective_rank": E.effective_rank(e), "pos0_share_turn": share_turn,
+                      "pos0_share_slot0": share_slot}
+        return out
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Flattened cosine; None when the engrams hold different numbers of vectors (a select
+    recipe's engram fills up over the first turns)."""
+    return E.cosine(a, b) if a.shape == b.shape else None
 
 
 # -- the run: resume, aggregate, write -------------------------------------------------
@@ -183,8 +209,10 @@ def _read_trials(path: Path) -> dict[int, dict]:
     return done
 
 
-def _identity(engine: Engine, settings: RunSettings, pool: DistractorPool) -> dict:
-    return {"model": engine.lm.name, "fingerprint": engine.lm.fingerprint, "recipe": engine.config.to_dict(),
+def _identity(engines: dict, settings: RunSettings, pool: DistractorPool) -> dict:
+    lm = next(iter(engines.values())).lm
+    return {"model": lm.name, "fingerprint": lm.fingerprint, "recipes": list(engines),
+            "recipe_configs": {r: e.config.to_dict() for r, e in engines.items()},
             "distractors": pool.source, "settings": asdict(settings)}
 
 
@@ -196,65 +224,43 @@ def _check_resume(out: Path, identity: dict) -> None:
         return
     old = json.loads(path.read_text())
     if old != identity:
-        diffs = [f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity.get(k)]
+        keys = list(identity) + [k for k in old if k not in identity]
+        diffs = [f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in keys if old.get(k) != identity.get(k)]
         raise HarnessError(f"{out} holds a run with different settings ({'; '.join(diffs)}); "
                            "use another --out folder or delete that one")
 
 
-def aggregate(trials: list[dict], modes: list[str], cycles: list[int]) -> tuple[dict, dict]:
-    """recall: mode -> k -> {correct, trials, low, high}; diagnostics: name -> k -> {mean, sd, n}."""
-    recall = {m: {str(k): {"correct": 0, "trials": 0} for k in cycles} for m in modes}
-    values: dict[str, dict[str, list[float]]] = {}
-    for t in trials:
-        for p in t["probes"]:
-            k = str(p["k"])
-            for m, a in p["answers"].items():
-                if m in recall and k in recall[m]:
-                    recall[m][k]["correct"] += int(a["correct"])
-                    recall[m][k]["trials"] += 1
-            for name, v in p["diagnostics"].items():
-                values.setdefault(name, {}).setdefault(k, []).append(float(v))
-    for m in recall.values():
-        for cell in m.values():
-            cell["low"], cell["high"] = wilson(cell["correct"], cell["trials"])
-    diags = {}
-    for name, by_k in values.items():
-        diags[name] = {}
-        for k, xs in by_k.items():
-            mean = sum(xs) / len(xs)
-            sd = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
-            diags[name][k] = {"mean": mean, "sd": sd, "n": len(xs)}
-    return recall, diags
-
-
-def run(engine: Engine, settings: RunSettings, trials: int, out: str | Path, *, pool: DistractorPool | None = None,
+def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: DistractorPool | None = None,
         profile: str = "custom", command: str | None = None, progress: bool = True, batch: int = 1) -> dict:
     """Run (or resume) `trials` trials into `out`; returns the results dict also saved as results.json.
 
+    engines: an Engine, or one Engine per recipe sharing one model (the first answers the text modes).
     batch > 1 lives that many trials side by side (companion.harness.lockstep):
     the same turns and questions, one forward pass for all of them.
     """
-    from .lockstep import run_lockstep
-
     from tqdm import tqdm
 
+    from .lockstep import run_lockstep
     from .report import write_reports
+    from .summary import DIAGNOSTICS_MEANING, aggregate
 
+    engines = engines_by_recipe(engines)
+    first = next(iter(engines.values()))
     out = Path(out)
     pool = pool or DistractorPool.load()
-    identity = _identity(engine, settings, pool)
+    identity = _identity(engines, settings, pool)
     _check_resume(out, identity)
     log = out / "trials.jsonl"
     done = _read_trials(log)
     todo = [i for i in range(trials) if i not in done]
-    per_trial = len(settings.cycles) * len(settings.modes)
+    rows = mode_rows(settings.modes, list(engines))
     started = time.perf_counter()
-    with tqdm(total=len(todo) * per_trial, desc="degradation", unit="ask", disable=not progress,
-              file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(total=len(todo) * len(settings.cycles) * len(rows), desc="degradation", unit="ask",
+              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for start in range(0, len(todo), max(1, batch)):
             group = todo[start:start + max(1, batch)]
             bar.set_postfix_str(f"trials {group[0] + 1}-{group[-1] + 1}/{trials}")
-            made = [Trial(engine, settings, pool, i) for i in group]
+            made = [Trial(engines, settings, pool, i) for i in group]
             if len(made) == 1:
                 records = [made[0].run(on_ask=lambda: bar.update(1))]
             else:
@@ -264,25 +270,24 @@ def run(engine: Engine, settings: RunSettings, trials: int, out: str | Path, *, 
                     f.write(json.dumps(record) + "\n")
                 done[i] = record
     kept = [done[i] for i in sorted(done) if i < trials]
-    recall, diags = aggregate(kept, settings.modes, settings.cycles)
+    recall, nll, diags = aggregate(kept, [r.name for r in rows], settings.cycles)
     results = {
         **identity, "seed": settings.seed, "trials": len(kept), "profile": profile,
         "code_version": code_version(), "command": command or " ".join(sys.argv),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": str(engine.lm.device)},
+                    "threads": torch.get_num_threads(), "device": str(first.lm.device)},
         "seconds_this_invocation": round(time.perf_counter() - started, 1), "resumed_trials": trials - len(todo),
-        "protocol": ("turn 1 states the fact; k distractor turns follow; every lived turn goes through "
-                     "Engine.absorb (the live-session engram update, with a scripted reply: '" + ACK +
+        "protocol": ("turn 1 states the fact; k distractor turns follow; every lived turn goes through each "
+                     "recipe's Engine.absorb (the live-session engram update, with a scripted reply: '" + ACK +
                      "' for the fact turn, the LoCoMo partner's line for distractors); the question is asked "
                      "through companion.modes.ask with greedy decoding and is not kept"),
         "scoring": "normalised (lower-case, no punctuation or articles) answer or alias as whole words in the reply",
-        "diagnostics_meaning": {
-            "cos_first": "cosine(engram after k distractors, engram after the fact turn)",
-            "cos_foreign": "cosine(engram, the unrelated session's engram at the same k)",
-            "norm": "mean row norm of the (unscaled) engram", "effective_rank": "exp entropy of singular values",
-            "pos0_share_turn": "||h_0|| / sum_t ||h_t|| over the last lived turn's layer-L states",
-            "pos0_share_slot0": "the same ratio within the first pooling chunk (the first engram slot)"},
-        "recall": recall, "diagnostics": diags, "per_trial": kept,
+        "rows": {r.name: {"kind": r.kind, "recipe": r.recipe} for r in rows},
+        "answer_nll_meaning": ("mean over trials of the per-token teacher-forced NLL (nats) of the correct answer "
+                               "after the row's exact question prompt (Engine.answer_nll); low/high: "
+                               "mean ± 1.96 sd / sqrt(n)"),
+        "diagnostics_meaning": DIAGNOSTICS_MEANING,
+        "recall": recall, "answer_nll": nll, "diagnostics": diags, "per_trial": kept,
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_reports(results, out)

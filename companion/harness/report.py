@@ -1,4 +1,5 @@
-"""The degradation run's human-readable outputs: a markdown table and two plots."""
+"""The degradation run's human-readable outputs: markdown tables (recall, answer NLL, diagnostics per
+recipe) and three plots (recall.png, nll.png, diagnostics.png)."""
 
 from __future__ import annotations
 
@@ -21,23 +22,40 @@ def _cell(c: dict) -> str:
     return f"{c['correct']}/{n} {100 * c['correct'] / n:.0f}% [{100 * c['low']:.0f}–{100 * c['high']:.0f}]"
 
 
+def _nll_cell(c: dict) -> str:
+    if not c or c.get("mean") is None:
+        return "–"
+    if c.get("low") is None:
+        return f"{c['mean']:.2f} (n={c['n']})"
+    return f"{c['mean']:.2f} [{c['low']:.2f}–{c['high']:.2f}]"
+
+
+def _header(ks: list[str], first: str) -> list[str]:
+    return [f"| {first} | " + " | ".join(f"k={k}" for k in ks) + " |", "| --- | " + " | ".join("---" for _ in ks) + " |"]
+
+
 def recall_table(results: dict) -> str:
-    """Recall by mode (rows) by k (columns): correct/trials, percent, Wilson 95% interval."""
+    """Recall by mode row by k: correct/trials, percent, Wilson 95% interval; then the mean answer NLL
+    by mode row by k with its 95% interval; then each recipe's engram diagnostics."""
     recall = results["recall"]
     ks = list(next(iter(recall.values())).keys()) if recall else []
+    configs = results.get("recipe_configs", {})
+    recipes = ", ".join(f"{r} (layer {c.get('layer')}, {c.get('slots')} slots)" for r, c in configs.items())
     lines = [f"Recall of a planted fact after k distractor turns: {results['model']}, "
-             f"recipe {results['recipe']}, seed {results['seed']}, {results['trials']} trials, "
+             f"recipes {recipes}, seed {results['seed']}, {results['trials']} trials, "
              f"code {results['code_version']}.",
-             "", "Cells: correct/trials, percent [Wilson 95% interval].", "",
-             "| mode | " + " | ".join(f"k={k}" for k in ks) + " |",
-             "| --- | " + " | ".join("---" for _ in ks) + " |"]
+             "", "Cells: correct/trials, percent [Wilson 95% interval].", "", *_header(ks, "mode")]
     for mode, by_k in recall.items():
         lines.append(f"| {mode} | " + " | ".join(_cell(by_k[k]) for k in ks) + " |")
-    diags = results.get("diagnostics", {})
-    if diags:
-        lines += ["", "Engram diagnostics (mean ± sd over trials):", "",
-                  "| diagnostic | " + " | ".join(f"k={k}" for k in ks) + " |",
-                  "| --- | " + " | ".join("---" for _ in ks) + " |"]
+    nll = results.get("answer_nll", {})
+    if any(c.get("n") for by_k in nll.values() for c in by_k.values()):
+        lines += ["", "Teacher-forced NLL of the correct answer (nats per token, lower is better) after the "
+                  "mode's exact question prompt. Cells: mean over trials [mean ± 1.96 sd/√n].", "",
+                  *_header(ks, "mode")]
+        for mode, by_k in nll.items():
+            lines.append(f"| {mode} | " + " | ".join(_nll_cell(by_k.get(k, {})) for k in ks) + " |")
+    for recipe, diags in results.get("diagnostics", {}).items():
+        lines += ["", f"Engram diagnostics, recipe {recipe} (mean ± sd over trials):", "", *_header(ks, "diagnostic")]
         for name, by_k in diags.items():
             cells = [f"{by_k[k]['mean']:.3f} ± {by_k[k]['sd']:.3f}" if k in by_k else "–" for k in ks]
             lines.append(f"| {DIAG_TITLES.get(name, name)} | " + " | ".join(cells) + " |")
@@ -63,9 +81,10 @@ def plot_recall(results: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     ks: list[str] = []
+    n = len(results["recall"])
     for i, (mode, by_k) in enumerate(results["recall"].items()):
         ks = [k for k in by_k if by_k[k]["trials"]]
-        xs = [_x(k) * (1 + 0.02 * (i - 3)) for k in ks]  # small offsets so intervals don't hide each other
+        xs = [_x(k) * (1 + 0.1 * (i - n / 2) / n) for k in ks]  # small offsets so intervals don't hide each other
         ys = [by_k[k]["correct"] / by_k[k]["trials"] for k in ks]
         lo = [y - by_k[k]["low"] for y, k in zip(ys, ks)]
         hi = [by_k[k]["high"] - y for y, k in zip(ys, ks)]
@@ -81,22 +100,54 @@ def plot_recall(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_nll(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    rows = {m: by_k for m, by_k in results.get("answer_nll", {}).items()
+            if any(c.get("mean") is not None for c in by_k.values())}
+    ks: list[str] = []
+    for i, (mode, by_k) in enumerate(rows.items()):
+        ks = [k for k in by_k if by_k[k].get("mean") is not None]
+        xs = [_x(k) * (1 + 0.1 * (i - len(rows) / 2) / max(len(rows), 1)) for k in ks]
+        ys = [by_k[k]["mean"] for k in ks]
+        err = [0.0 if by_k[k]["low"] is None else by_k[k]["mean"] - by_k[k]["low"] for k in ks]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=mode)
+    if ks:
+        _log_axis(ax, ks)
+    ax.set_ylabel("answer NLL, nats/token (mean, 95% interval)")
+    ax.set_title(f"Teacher-forced NLL of the planted answer: {results['model']}, {results['trials']} trials")
+    if rows:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_diagnostics(results: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in DIAG_TITLES if n in results.get("diagnostics", {})]
+    by_recipe = results.get("diagnostics", {})
+    names = [n for n in DIAG_TITLES if any(n in d for d in by_recipe.values())]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     for ax, name in zip(axes.flat, names):
-        by_k = results["diagnostics"][name]
-        ks = list(by_k)
-        ax.errorbar([_x(k) for k in ks], [by_k[k]["mean"] for k in ks], yerr=[by_k[k]["sd"] for k in ks],
-                    marker="o", capsize=3)
-        _log_axis(ax, ks)
+        for recipe, diags in by_recipe.items():
+            by_k = diags.get(name, {})
+            ks = list(by_k)
+            if ks:
+                ax.errorbar([_x(k) for k in ks], [by_k[k]["mean"] for k in ks], yerr=[by_k[k]["sd"] for k in ks],
+                            marker="o", capsize=3, label=recipe)
+                _log_axis(ax, ks)
         ax.set_xlabel("k")
         ax.set_title(DIAG_TITLES[name], fontsize=10)
         ax.grid(alpha=0.3)
+        if len(by_recipe) > 1:
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(f"Engram diagnostics per cycle (mean ± sd): {results['model']}, {results['trials']} trials")
@@ -109,4 +160,5 @@ def write_reports(results: dict, out: Path) -> None:
     out = Path(out)
     (out / "recall.md").write_text(recall_table(results))
     plot_recall(results, out / "recall.png")
+    plot_nll(results, out / "nll.png")
     plot_diagnostics(results, out / "diagnostics.png")
