@@ -20,13 +20,15 @@ register(Recipe("centred", "sink, and a mean layer-L state (from fixed neutral c
                 PrefixReader(keep_first=True, scaling="per-slot"), fixed={"mean": mean_state}))
 register(Recipe("framed", "seed's chunk means read inside the user message behind 'Earlier I told you:'",
                 ChunkMean(), FramedReader()))
-register(Recipe("sink-framed", "sink's chunk means read inside the user message behind the frame",
-                ChunkMean(drop_sinks=True), FramedReader()))
 register(Recipe("deep", "sink's chunk means written back at layer L into slots after the first token "
                 "(no rescaling)", ChunkMean(drop_sinks=True), PrefixReader(at_layer=True, keep_first=True)))
 register(Recipe("deep-framed", "sink's chunk means written back at layer L into slots inside the user message",
                 ChunkMean(drop_sinks=True), FramedReader(at_layer=True)))
-register(Recipe("select-framed", "the 32 most surprising token states of engram+turn, unaveraged, read as input "
-                "embeddings inside the user message", Select(), FramedReader()))
-register(Recipe("select-deep", "the 32 most surprising token states of engram+turn (salience decays 5% a cycle), "
-                "unaveraged, written back at layer L inside the user message", Select(), FramedReader(at_layer=True)))
+# The selecting writer: the N most surprising token states, unaveraged; a full engram gives up at most
+# 4 slots a turn, to new tokens more surprising than its weakest (measured: without the cap one distractor
+# turn replaced 18 of a fact's 32 slots; docs/RESULTS.md, "Recipes").
+SELECT = Select(decay=1.0, per_turn=4)
+register(Recipe("select-framed", "the 32 most surprising token states of engram+turn (at most 4 replaced a turn), "
+                "read as input embeddings inside the user message", SELECT, FramedReader()))
+register(Recipe("select-deep", "the 32 most surprising token states of engram+turn (at most 4 replaced a turn), "
+                "written back at layer L inside the user message", SELECT, FramedReader(at_layer=True)))
