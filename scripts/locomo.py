@@ -2,10 +2,15 @@
 """LoCoMo evaluation of Companion's memory modes (logic in companion.locomo).
 
     python scripts/locomo.py --limit 50 --out runs/locomo
+    python scripts/locomo.py --limit 50 --recipes seed select-deep --out runs/locomo-two
+    python scripts/locomo.py --limit 50 --recipes all --out runs/locomo-all
 
-Replays every conversation into a stored session (cached in OUT/replays.db),
-asks each sampled question through each memory mode, and writes
-OUT/answers.jsonl (resumable), OUT/results.json, OUT/locomo.md, OUT/locomo.png.
+Replays every conversation into a stored session per recipe (cached in
+OUT/replays.db), asks each sampled question through each mode row (engram:,
+foreign: and engram+retrieval:<recipe> per recipe; none, transcript, recent,
+retrieval once), records F1 and the gold answer's teacher-forced NLL, and writes
+OUT/answers.jsonl (resumable with the same recipes), OUT/results.json,
+OUT/locomo.md, OUT/locomo.png.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from companion.locomo import RunSettings, default_data_dir, load, run, write  # noqa: E402
-from companion.modes import MODE_NAMES  # noqa: E402
+from companion.modes import ALIASES, MODE_NAMES, recipe_list  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=None,
                    help="a LoCoMo JSON file or a folder of them (default: $COMPANION_LOCOMO or ../shared/data/locomo-dev)")
     p.add_argument("--limit", type=int, default=50, help="questions per conversation, balanced by category (0: all)")
-    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), help=f"memory modes (default: {' '.join(MODE_NAMES)})")
+    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=[*MODE_NAMES, *ALIASES],
+                   help=f"mode kinds (default: {' '.join(MODE_NAMES)}); the engram kinds get a row per recipe")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--recipes", nargs="+", default=None, metavar="NAME",
+                       help="recipes to compare in one run, or 'all' (default: seed); the first answers the text modes")
+    which.add_argument("--recipe", default=None, metavar="NAME", help="one recipe (same as --recipes NAME)")
     p.add_argument("--model", default=None, help="Hugging Face id, folder or .gguf (default: embedded SmolLM2-135M)")
-    p.add_argument("--layer", type=int, default=16)
-    p.add_argument("--slots", type=int, default=32)
+    p.add_argument("--layer", type=int, default=16, help="engram layer of every recipe")
+    p.add_argument("--slots", type=int, default=32, help="engram vectors of every recipe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "locomo")
     p.add_argument("--db", default=None, help="SQLAlchemy URL of the replay cache (default: OUT/replays.db)")
@@ -55,18 +65,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        recipes = recipe_list([args.recipe] if args.recipe else (args.recipes or ["seed"]))
+        configs = [EngramConfig(layer=args.layer, slots=args.slots, recipe=r) for r in recipes]
+    except ValueError as exc:
+        p.error(str(exc))
     data = args.data or default_data_dir(REPO)
     convs = load(data)
     settings = RunSettings(limit=args.limit or None, seed=args.seed, modes=tuple(args.modes),
                            max_new_tokens=args.max_new_tokens, context_chars=args.context_chars,
                            batch=args.batch)
     lm = load_model(args.model, cache_root=cache_dir(), quiet=True)
-    engine = Engine(lm, EngramConfig(layer=args.layer, slots=args.slots))
-    state = run(engine, convs, args.out, settings, store_url=args.db, progress=not args.no_progress,
+    engines = [Engine(lm, c) for c in configs]
+    state = run(engines, convs, args.out, settings, store_url=args.db, progress=not args.no_progress,
                 ask_missing=not args.report_only)
     command = "python scripts/locomo.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    results = write(args.out, state, settings, engine, [m for m in settings.modes if m not in state.skipped],
-                    command=command, repo=REPO)
+    results = write(args.out, state, settings, engines, command=command, repo=REPO)
     print((args.out / "locomo.md").read_text(encoding="utf-8"))
     print(f"wrote {args.out}/results.json, locomo.md, locomo.png ({len(results['answers'])} answers)")
     return 0

@@ -10,12 +10,12 @@ import torch
 
 from companion.config import EngramConfig
 from companion.cycle import Engine
+from companion.locomo import asking as AS
 from companion.locomo import data as D
 from companion.locomo import evaluate as EV
 from companion.locomo.f1 import declines, locomo_f1, normalize, token_f1
 from companion.locomo.replay import replay
 from companion.locomo.report import write
-from companion.modes import MODE_NAMES
 from memory_store import crud, open_store
 
 DATA = D.default_data_dir()
@@ -141,15 +141,27 @@ def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, 
     key = lambda a: (a["conv"], a["qa_index"], a["mode"])  # noqa: E731
     assert sorted((key(a), a["reply"], a["prompt_tokens"]) for a in single.answers) == \
         sorted((key(a), a["reply"], a["prompt_tokens"]) for a in state.answers)
-    modes = list(MODE_NAMES)
-    results = write(out, state, settings, tiny_engine, modes, command="test")
+    nll_single = {key(a): a["nll"] for a in single.answers}
+    for a in state.answers:  # the gold answer's NLL: the shared-prefix and batched paths equal nll_one
+        assert (a["nll"] is None) == (a["category"] == 5) == (nll_single[key(a)] is None)
+        if a["nll"] is not None:
+            assert a["nll"] == pytest.approx(nll_single[key(a)], abs=2e-3) and a["nll_tokens"] > 0
+    modes = state.rows
+    assert modes == ["engram:seed", "none", "foreign:seed", "transcript", "recent", "retrieval",
+                     "engram+retrieval:seed"]
+    results = write(out, state, settings, tiny_engine, command="test")
     lines = (out / "answers.jsonl").read_text().splitlines()
     assert len(lines) == 2 * 3 * len(modes)
     assert {r["conv"] for r in state.answers} == {"conv-x", "conv-y"}
     assert set(results["f1"]) == set(modes) and set(results["prompt_tokens"]) == set(modes)
     assert all(0.0 <= v <= 1.0 for m in modes for v in results["f1"][m].values() if v is not None)
     assert results["prompt_tokens"]["none"] < results["prompt_tokens"]["transcript"]
-    assert results["prompt_tokens"]["seed-engram"] == results["prompt_tokens"]["none"] + 4
+    assert results["prompt_tokens"]["engram:seed"] == results["prompt_tokens"]["none"] + 4
+    assert results["recipes"] == ["seed"] and results["recipe_configs"]["seed"]["slots"] == 4
+    for m in modes:  # categories 1-4 are measured, 5 has no gold answer
+        measured = [a for a in state.answers if a["mode"] == m and a["category"] != 5]
+        assert results["nll"][m]["overall"] > 0 and results["nll"][m]["n"] == len(measured) > 0
+    assert "Gold-answer NLL" in (out / "locomo.md").read_text()
     assert all(0 < a["token_ratio"] <= 1.05 for a in state.answers)
     assert (out / "locomo.png").stat().st_size > 1000 and "| transcript |" in (out / "locomo.md").read_text()
     assert {a["split"] for a in state.answers} == {"report"}
@@ -157,7 +169,7 @@ def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, 
     # the store holds each conversation as a real session: every turn, and its final engram
     with open_store(f"sqlite:///{out / 'replays.db'}") as store, store.session() as db:
         for c in convs:
-            chat = crud.get_session(db, name=state.replays[c.conv_id]["session"])
+            chat = crud.get_session(db, name=state.replays["seed"][c.conv_id]["session"])
             assert [(t.user_text, t.reply_text) for t in crud.turns(db, chat=chat)] == c.turns()
             engram = None
             for u, r in c.turns():
@@ -170,11 +182,11 @@ def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, 
 
     import companion.batch
 
-    for target, name in ((Engine, "absorb"), (EV, "ask"), (companion.batch, "absorb_many"),
-                         (companion.batch, "answer_many")):
+    for target, name in ((Engine, "absorb"), (AS, "ask"), (companion.batch, "absorb_many"),
+                         (companion.batch, "answer_many"), (Engine, "answer_nll")):
         monkeypatch.setattr(target, name, boom)
     again = EV.run(tiny_engine, convs, out, settings, progress=False)
-    assert all(r["new_turns"] == 0 for r in again.replays.values())
+    assert all(r["new_turns"] == 0 for r in again.replays["seed"].values())
     assert len(again.answers) == len(state.answers)
     assert (out / "answers.jsonl").read_text().splitlines() == lines
 
@@ -185,6 +197,32 @@ def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, 
     partial = EV.run(tiny_engine, convs, out, settings, progress=False, ask_missing=False)
     assert len(partial.answers) == len(lines) - len(modes)
     assert (lost["conv"], lost["qa_index"]) not in {(a["conv"], a["qa_index"]) for a in partial.answers}
+
+
+def test_two_recipes_get_their_own_replays_and_rows_and_batch_equals_one_at_a_time(tiny_lm, tmp_path):
+    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "select-deep")]
+    convs = [D.parse(_conversation(t, 1, 4), f"conv-{t}") for t in ("x", "y")]
+    modes = ("engram", "foreign", "none")
+    settings = EV.RunSettings(limit=5, max_new_tokens=3, context_chars=1200, batch=4, modes=modes)
+    many = EV.run(engines, convs, tmp_path / "many", settings, progress=False)
+    one = EV.run(engines, convs, tmp_path / "one", EV.RunSettings(limit=5, max_new_tokens=3, context_chars=1200,
+                 batch=1, modes=modes), progress=False)
+    assert many.rows == ["engram:seed", "engram:select-deep", "none", "foreign:seed", "foreign:select-deep"]
+    assert set(many.replays) == {"seed", "select-deep"}
+    assert many.replays["seed"]["conv-x"]["session"] != many.replays["select-deep"]["conv-x"]["session"]
+    key = lambda a: (a["conv"], a["qa_index"], a["mode"])  # noqa: E731
+    by_key = {key(a): a for a in one.answers}
+    assert len(many.answers) == len(one.answers) == 2 * 5 * len(many.rows)
+    assert {a["category"] for a in many.answers if a["nll"] is None} == {5}  # no gold answer: no NLL
+    for a in many.answers:
+        b = by_key[key(a)]
+        assert (a["reply"], a["prompt_tokens"], a["recipe"]) == (b["reply"], b["prompt_tokens"], b["recipe"])
+        assert (a["nll"] is None and b["nll"] is None) or a["nll"] == pytest.approx(b["nll"], abs=2e-3)
+    results = write(tmp_path / "many", many, settings, engines, command="test")
+    assert set(results["nll"]) == set(many.rows) and results["recipes"] == ["seed", "select-deep"]
+    assert "| foreign:select-deep |" in (tmp_path / "many" / "locomo.md").read_text()
+    with pytest.raises(SystemExit, match="recipes"):  # another recipe list is another run
+        EV.run(engines[:1], convs, tmp_path / "many", settings, progress=False)
 
 
 def test_interrupted_replay_resumes_from_last_committed_turn(tiny_engine, tmp_path):
@@ -217,3 +255,19 @@ def test_shared_prefix_answers_equal_run_turn(tiny_engine):
     engram = torch.randn(4, tiny_engine.lm.hidden_size)
     got = answer_shared(tiny_engine, engram, texts, max_new_tokens=5)
     assert got == [tiny_engine.run_turn(engram, t, max_new_tokens=5, repetition_penalty=1.0).reply for t in texts]
+
+
+def test_shared_prefix_and_batched_nll_equal_answer_nll(tiny_engine):
+    from companion.harness.nll import nll_many, nll_one, nll_shared
+    from companion.modes import with_context
+
+    context = "User: Ann: the blue kayak is in the shed\nAssistant: Bea: noted, the shed " * 6
+    texts = [with_context(context, q) for q in ("Where is the kayak?", "What colour is it?", "Who owns it?")]
+    golds = ["in the shed", "blue", "Ann, who bought it in May 2023"]
+    want = []
+    for t, a in zip(texts, golds):
+        total, n = tiny_engine.answer_nll(None, t, a)
+        want.append(total / n)
+    for got in (nll_shared(tiny_engine, texts, golds), nll_many(tiny_engine, [None] * 3, texts, golds),
+                [nll_one(tiny_engine, None, t, a) for t, a in zip(texts, golds)]):
+        assert [g["nll"] for g in got] == pytest.approx(want, abs=1e-3)

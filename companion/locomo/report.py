@@ -1,4 +1,5 @@
-"""LoCoMo results: per-mode, per-category means, results.json, a markdown table and a bar chart."""
+"""LoCoMo results: per-mode-row, per-category means (F1 and the gold answer's NLL), results.json, markdown
+tables and a bar chart."""
 
 from __future__ import annotations
 
@@ -26,9 +27,16 @@ def _ci95(xs):
     return 1.959964 * sd / math.sqrt(len(xs))
 
 
+NLL_NOTE = ("NLL: teacher-forced -log p of the gold answer's tokens (str(answer)), nats per token, after the row's "
+            "exact question prompt, averaged over questions; category 5 (adversarial) has no gold answer in the "
+            "answer field and is left out.")
+
+
 def summarize(answers: list[dict], modes: list[str]) -> dict:
-    """mode -> category -> mean F1 (and 'overall' over categories 1-4), plus decline rates, tokens, seconds."""
-    out = {k: {} for k in ("f1", "f1_ci95", "adversarial", "prompt_tokens", "seconds", "token_ratio", "n")}
+    """mode row -> category -> mean F1 and mean answer NLL (and 'overall' over categories 1-4), plus decline
+    rates, tokens, seconds."""
+    out = {k: {} for k in ("f1", "f1_ci95", "nll", "nll_ci95", "adversarial", "prompt_tokens", "seconds",
+                           "token_ratio", "n")}
     for mode in modes:
         rows = [a for a in answers if a["mode"] == mode]
         if not rows:
@@ -38,6 +46,12 @@ def summarize(answers: list[dict], modes: list[str]) -> dict:
         f1["overall"] = _mean([a["f1"] for a in scored])
         out["f1"][mode] = f1
         out["f1_ci95"][mode] = _ci95([a["f1"] for a in scored])
+        measured = [a for a in scored if a.get("nll") is not None]
+        nll = {str(c): _mean([a["nll"] for a in measured if a["category"] == c]) for c in (1, 2, 3, 4)}
+        nll["overall"] = _mean([a["nll"] for a in measured])
+        nll["n"] = len(measured)
+        out["nll"][mode] = nll
+        out["nll_ci95"][mode] = _ci95([a["nll"] for a in measured])
         adv = [a for a in rows if a["category"] == 5]
         out["adversarial"][mode] = _mean([float(a["declined"]) for a in adv])
         out["prompt_tokens"][mode] = _mean([a["prompt_tokens"] for a in rows])
@@ -79,6 +93,19 @@ def table(summary: dict, modes: list[str]) -> str:
     return "\n".join(lines)
 
 
+def nll_table(summary: dict, modes: list[str]) -> str:
+    """Mean gold-answer NLL per mode row and category (lower is better)."""
+    lines = ["| mode | " + " | ".join(f"{CATEGORIES[c]} NLL" for c in (1, 2, 3, 4)) + " | overall NLL (±95%) | n |",
+             "|" + " --- |" * 7]
+    for mode in modes:
+        f = summary.get("nll", {}).get(mode)
+        if not f or f["overall"] is None:
+            continue
+        lines.append(f"| {mode} | " + " | ".join(_fmt(f[str(c)]) for c in (1, 2, 3, 4)) +
+                     f" | {_fmt(f['overall'])} ± {_fmt(summary['nll_ci95'][mode])} | {f['n']} |")
+    return "\n".join(lines)
+
+
 def chart(summary: dict, modes: list[str], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -100,32 +127,45 @@ def chart(summary: dict, modes: list[str], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write(out: Path, state, settings, engine, modes: list[str], *, command: str = "", repo: Path | None = None) -> dict:
-    """results.json, locomo.md and locomo.png in out; returns the results dict."""
+def write(out: Path, state, settings, engines, modes: list[str] | None = None, *, command: str = "",
+          repo: Path | None = None) -> dict:
+    """results.json, locomo.md and locomo.png in out; returns the results dict. engines: an Engine or one per
+    recipe (as given to evaluate.run); modes: the rows to report (default: the rows the run asked)."""
+    from ..modes import engines_by_recipe
+
+    engines = engines_by_recipe(engines)
+    lm = next(iter(engines.values())).lm
+    modes = list(state.rows) if modes is None else modes
     splits = {"report": [a for a in state.answers if a["split"] == "report"],
               "tune": [a for a in state.answers if a["split"] == "tune"], "all": state.answers}
     sums = {k: summarize(v, modes) for k, v in splits.items() if v}
     head = "report" if "report" in sums else next(iter(sums), None)
-    results = {"model": engine.lm.name, "fingerprint": engine.lm.fingerprint, "recipe": engine.config.to_dict(),
-               "seed": settings.seed, "settings": {**settings.fixed(), "limit": settings.limit, "modes": modes},
+    results = {"model": lm.name, "fingerprint": lm.fingerprint, "recipes": list(engines),
+               "recipe_configs": {r: e.config.to_dict() for r, e in engines.items()}, "seed": settings.seed, "settings": {**settings.fixed(), "limit": settings.limit, "modes": modes},
                "code_version": code_version(repo or Path.cwd()), "command": command, "split_note": SPLIT_NOTE,
+               "nll_note": NLL_NOTE,
                "headline_split": head, **(sums.get(head) or {}), "splits": sums, "replays": state.replays,
                "transcript_tokens": state.transcript_tokens, "skipped_modes": state.skipped,
                "answers": state.answers}
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     convs = {s: sorted({a["conv"] for a in v}) for s, v in splits.items()}
-    md = [f"# LoCoMo, {engine.lm.name}", "", f"Recipe: `{engine.config.to_json()}`; seed {settings.seed}; "
+    recipes = "; ".join(f"`{e.config.to_json()}`" for e in engines.values())
+    md = [f"# LoCoMo, {lm.name}", "", f"Recipes: {recipes}; seed {settings.seed}; "
           f"{settings.limit} questions per conversation; text modes bounded to {settings.context_chars} characters; "
-          f"replies up to {settings.max_new_tokens} tokens; code {results['code_version']}.", "", SPLIT_NOTE, ""]
+          f"replies up to {settings.max_new_tokens} tokens; code {results['code_version']}.", "", SPLIT_NOTE, "",
+          "Rows engram:<recipe>, foreign:<recipe> and engram+retrieval:<recipe> read that recipe's engram; "
+          "none, transcript, recent and retrieval hold no engram and are asked once.", ""]
     if command:
         md += ["```", command, "```", ""]
     for split in ("report", "tune", "all"):
         if split in sums:
-            md += [f"## {split} split ({', '.join(convs[split])})", "", table(sums[split], modes), ""]
+            md += [f"## {split} split ({', '.join(convs[split])})", "", table(sums[split], modes), "",
+                   "Gold-answer NLL (lower is better):", "", nll_table(sums[split], modes), ""]
+    md += [NLL_NOTE, ""]
     if state.skipped:
         md += ["Skipped modes: " + "; ".join(f"{m}: {why}" for m, why in state.skipped.items()), ""]
     (out / "locomo.md").write_text("\n".join(md), encoding="utf-8")
     if head:
-        chart(sums[head], modes, out / "locomo.png", f"LoCoMo token F1, {engine.lm.name}, {head} split "
+        chart(sums[head], modes, out / "locomo.png", f"LoCoMo token F1, {lm.name}, {head} split "
               f"({', '.join(convs[head])})")
     return results
