@@ -32,3 +32,5 @@ register(Recipe("select-framed", "the 32 most surprising token states of engram+
                 "read as input embeddings inside the user message", SELECT, FramedReader()))
 register(Recipe("select-deep", "the 32 most surprising token states of engram+turn (at most 4 replaced a turn), "
                 "written back at layer L inside the user message", SELECT, FramedReader(at_layer=True)))
+register(Recipe("select-sticky", "select-deep giving up at most 2 slots a turn: older facts held longer, new ones "
+                "enter slower", Select(decay=1.0, per_turn=2), FramedReader(at_layer=True)))
