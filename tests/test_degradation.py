@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import companion.harness.degradation as D
+import companion.harness.trial as D  # where Trial looks up `ask`
 from companion import EngramConfig, Engine
 from companion.harness import DistractorPool, HarnessError, RunSettings, run
 from companion.modes import MODE_NAMES, mode_rows

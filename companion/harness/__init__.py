@@ -1,6 +1,7 @@
 """The degradation-over-cycles harness: planted facts, distractors, scoring, runner, report."""
 
-from .degradation import FULL, QUICK, HarnessError, RunSettings, Trial, run
+from .degradation import run
+from .trial import FULL, QUICK, HarnessError, RunSettings, Trial
 from .distractors import DistractorPool
 from .facts import TEMPLATES, Fact, facts_for, leaks, make_fact
 from .scoring import is_correct, normalise, wilson

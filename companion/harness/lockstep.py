@@ -15,7 +15,7 @@ import time
 from ..batch import absorb_many, answer_many
 from ..cycle import InputTooLongError, chat_ids
 from ..modes import Memory, with_context
-from .degradation import ACK, Trial
+from .trial import ACK, Trial
 from .nll import nll_many, nll_one
 from .scoring import is_correct
 

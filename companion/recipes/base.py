@@ -28,6 +28,8 @@ class Placement:
         them into the residual stream entering block L+1 (hidden_states[L])
     content: first position of the turn's own text (user input onwards), so
         writers can tell the turn from the template, the frame and the slots
+    user_end: the position after the user's text (before the assistant header);
+        None when unknown (then: the end of ids)
     """
 
     ids: list[int]
@@ -35,6 +37,7 @@ class Placement:
     vectors: torch.Tensor | None = None
     depth: int = 0
     content: int = 0
+    user_end: int | None = None
 
     @property
     def prompt_len(self) -> int:

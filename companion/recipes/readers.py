@@ -48,8 +48,9 @@ class PrefixReader:
         n = 0 if vectors is None else vectors.shape[0]
         ids = chat_ids(tokenizer, user, reply)
         first = 1 if (self.keep_first and n) else 0
+        start = n + content_start(tokenizer)
         return Placement(ids[:first] + [_placeholder_id(tokenizer)] * n + ids[first:], list(range(first, first + n)),
-                         vectors, layer if self.at_layer else 0, n + content_start(tokenizer))
+                         vectors, layer if self.at_layer else 0, start, start + _length(tokenizer, user))
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,20 @@ class FramedReader:
 
     def place(self, tokenizer, vectors, user, reply, *, layer):
         if vectors is None or vectors.shape[0] == 0:  # no memory yet: the plain prompt, no frame
-            return Placement(chat_ids(tokenizer, user, reply), content=content_start(tokenizer))
+            start = content_start(tokenizer)
+            return Placement(chat_ids(tokenizer, user, reply), content=start, user_end=start + _length(tokenizer, user))
         n = vectors.shape[0]
         before, after = template_around(tokenizer, self.frame + " ", self.lead + user, reply)
         ids = before + [_placeholder_id(tokenizer)] * n + after
         slots = list(range(len(before), len(before) + n))
         # The turn's own text starts after the slots and the lead text that follows them.
-        lead = len(tokenizer(self.lead, add_special_tokens=False)["input_ids"]) if self.lead else 0
-        return Placement(ids, slots, vectors, layer if self.at_layer else 0, len(before) + n + lead)
+        lead = _length(tokenizer, self.lead)
+        return Placement(ids, slots, vectors, layer if self.at_layer else 0, len(before) + n + lead,
+                         len(before) + n + _length(tokenizer, self.lead + user))
+
+
+def _length(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
 
 def _scaled(engram: torch.Tensor, embed_norm: float, scaling: str) -> torch.Tensor:

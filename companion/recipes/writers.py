@@ -62,13 +62,15 @@ class Select:
     name: str = "select"
     decay: float = 0.95
     per_turn: int = 0  # at most this many old slots are replaced per turn (0: no limit)
+    user_only: bool = False  # candidates: the user's text only (not the reply or template tokens)
     needs_surprise: bool = True
     extra_columns: int = 1
 
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
         p, states = w.placement, w.states.float()
         sinks = set(sink_positions(states))
-        cands = [i for i in range(p.content, states.shape[0]) if i not in sinks and i not in set(p.slots)]
+        end = p.user_end if (self.user_only and p.user_end is not None) else states.shape[0]
+        cands = [i for i in range(p.content, end) if i not in sinks and i not in set(p.slots)]
         old_n = 0 if w.engram is None else w.engram.shape[0]
         room = max(0, slots - old_n) + self.per_turn  # empty slots fill freely; full ones yield per_turn a turn
         if self.per_turn and len(cands) > room:  # so one turn cannot wipe the memory

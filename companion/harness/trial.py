@@ -1,0 +1,183 @@
+"""One trial of the degradation harness: a lived session per recipe plus its foreign twin.
+
+Below both the one-at-a-time runner (degradation.py) and the lockstep runner
+(lockstep.py), so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import engram as E
+from ..cycle import InputTooLongError
+from ..modes import MODE_NAMES, Memory, Prompt, Row, ask, canonical_kinds, engines_by_recipe, make_modes, mode_rows
+from ..modes import with_context
+from ..recipes.writers import state_part
+from .distractors import DistractorPool
+from .facts import facts_for
+from .nll import nll_one
+from .scoring import is_correct
+from .summary import first_position_share
+
+ACK = "Got it, I'll remember that."
+QUICK = {"trials": 6, "cycles": [0, 1, 2, 5, 10, 20]}
+FULL = {"trials": 20, "cycles": [0, 1, 2, 5, 10, 20, 50, 100]}
+
+
+class HarnessError(RuntimeError):
+    """A run that cannot start, e.g. an out folder holding a run with other settings."""
+
+
+@dataclass
+class RunSettings:
+    """Everything that changes the numbers; a resumed run must match it exactly."""
+
+    seed: int = 0
+    cycles: list[int] = field(default_factory=lambda: list(FULL["cycles"]))
+    modes: list[str] = field(default_factory=lambda: list(MODE_NAMES))  # kinds; rows are kinds x recipes
+    max_new_tokens: int = 16
+    context_chars: int = 6000  # text-mode budget (about 1500 tokens), cut further to fit small windows
+    recent_turns: int = 3
+    top_k: int = 3
+    nll: bool = True  # also record the teacher-forced NLL of the correct answer under each mode's prompt
+
+    def __post_init__(self):
+        self.cycles = sorted(set(int(k) for k in self.cycles))
+        if not self.cycles or self.cycles[0] < 0:
+            raise HarnessError("cycles must be non-negative integers")
+        try:
+            self.modes = canonical_kinds(self.modes)  # old names (seed-engram) become kinds (engram)
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from None
+
+
+def _tensor_key(t: torch.Tensor | None) -> str | None:
+    if t is None:
+        return None
+    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+class Trial:
+    """One lived session plus its foreign twin, once per recipe; probes every mode row at each checkpoint.
+
+    engines: one Engine per recipe (one loaded model); each recipe lives its own Memory of the same
+    turns through its own Engine.absorb. The first engine answers the text modes (no engram).
+    """
+
+    def __init__(self, engines, settings: RunSettings, pool: DistractorPool, index: int):
+        import random
+        self.engines = engines_by_recipe(engines)
+        self.recipes = list(self.engines)
+        self.engine = self.engines[self.recipes[0]]
+        self.s, self.index = settings, index
+        self.fact, self.foreign_fact = facts_for(settings.seed, index)
+        rng = random.Random(f"distractors:{settings.seed}:{index}")
+        n = max(settings.cycles)
+        self.distractors, self.foreign_distractors = pool.draw(rng, n), pool.draw(rng, n)
+        slots = max(e.config.slots for e in self.engines.values())
+        budget = 3 * (self.engine.lm.context_window - slots - settings.max_new_tokens - 160)
+        self.context_chars = max(200, min(settings.context_chars, budget))
+        self.modes = make_modes(context_chars=self.context_chars, recent_turns=settings.recent_turns,
+                                top_k=settings.top_k)
+        self.rows = mode_rows(settings.modes, self.recipes)
+        self._asked: dict[tuple, tuple[str, dict]] = {}  # prompt key -> (where first asked, answer)
+
+    def recipe_of(self, row: Row) -> str:
+        return row.recipe or self.recipes[0]
+
+    def prompt(self, row: Row, mem: dict, foreign: dict) -> tuple[Prompt, tuple]:
+        """The row's prompt from its recipe's memories, and its key (same key: same reply and NLL)."""
+        r = self.recipe_of(row)
+        p = self.modes[row.kind].prompt(mem[r], self.fact.question, foreign[r])
+        return p, (row.recipe, _tensor_key(p.engram), p.context)
+
+    def _live(self, mems: dict, user: str, reply: str) -> dict:
+        """One lived turn in every recipe's memory; returns each recipe's (previous engram, user, reply)."""
+        lasts = {}
+        for r, engine in self.engines.items():
+            m = mems[r]
+            lasts[r] = (m.engram, user, reply)
+            m.engram = engine.absorb(m.engram, user, reply).engram
+            m.turns.append((user, reply))
+        return lasts
+
+    def run(self, on_ask=lambda: None) -> dict:
+        mem, foreign = {r: Memory() for r in self.recipes}, {r: Memory() for r in self.recipes}
+        last = self._live(mem, self.fact.statement, ACK)
+        self._live(foreign, self.foreign_fact.statement, ACK)
+        first = {r: m.engram for r, m in mem.items()}
+        checkpoints, kmax = set(self.s.cycles), max(self.s.cycles)
+        probes = []
+        for i in range(kmax + 1):
+            if i in checkpoints:
+                probes.append(self._probe(i, mem, foreign, first, last, on_ask))
+            if i < kmax:
+                last = self._live(mem, *self.distractors[i])
+                self._live(foreign, *self.foreign_distractors[i])
+        return self.record(probes)
+
+    def record(self, probes: list[dict]) -> dict:
+        return {"trial": self.index, "fact": self.fact.to_dict(), "foreign_fact": self.foreign_fact.to_dict(),
+                "context_chars": self.context_chars, "probes": probes}
+
+    def reused(self, key, answers: dict, name: str) -> bool:
+        # Greedy decoding of an identical prompt gives an identical reply (e.g. 'none' at every k,
+        # or 'recent' == 'transcript' while all turns fit), so it is asked once and reused.
+        if key not in self._asked:
+            return False
+        where, first_answer = self._asked[key]
+        answers[name] = {**first_answer, "seconds": 0.0, "same_prompt_as": where}
+        return True
+
+    def _probe(self, k, mem, foreign, first, last, on_ask) -> dict:
+        answers: dict = {}
+        q = self.fact.question
+        for row in self.rows:
+            p, key = self.prompt(row, mem, foreign)
+            if self.reused(key, answers, row.name):
+                on_ask()
+                continue
+            r = self.recipe_of(row)
+            engine = self.engines[r]
+            t0 = time.perf_counter()
+            try:
+                res = ask(engine, self.modes[row.kind], mem[r], q, foreign=foreign[r],
+                          max_new_tokens=self.s.max_new_tokens)
+                reply, err, prompt_tokens = res.reply, None, res.prompt_tokens
+            except InputTooLongError as exc:  # scored as wrong, and the error is kept
+                reply, err, prompt_tokens = "", str(exc), None
+            answers[row.name] = {"reply": reply, "correct": is_correct(reply, self.fact.answer, self.fact.aliases),
+                                 "prompt_tokens": prompt_tokens, "seconds": round(time.perf_counter() - t0, 3)}
+            if err:
+                answers[row.name]["error"] = err
+            if self.s.nll:
+                answers[row.name].update(nll_one(engine, p.engram, with_context(p.context, q), self.fact.answer))
+            self._asked[key] = (f"k={k}/{row.name}", answers[row.name])
+            on_ask()
+        return {"k": k, "answers": answers, "diagnostics": self.diagnostics(mem, foreign, first, last)}
+
+    def diagnostics(self, mem: dict, foreign: dict, first: dict, last: dict) -> dict:
+        """recipe -> the engram's diagnostics on its state part (salience columns left out)."""
+        out = {}
+        for r, engine in self.engines.items():
+            cols = engine.writer.extra_columns
+            e, e1, ef = (state_part(x, cols) for x in (mem[r].engram, first[r], foreign[r].engram))
+            states = engine.turn_states(*last[r])  # the last lived turn again, for the position-0 share
+            share_turn, share_slot = first_position_share(states, engine.config.slots)
+            out[r] = {"cos_first": _cosine(e, e1), "cos_foreign": _cosine(e, ef), "norm": E.mean_row_norm(e),
+                      "effective_rank": E.effective_rank(e), "pos0_share_turn": share_turn,
+                      "pos0_share_slot0": share_slot}
+        return out
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Flattened cosine; None when the engrams hold different numbers of vectors (a select
+    recipe's engram fills up over the first turns)."""
+    return E.cosine(a, b) if a.shape == b.shape else None
+
+
+# -- the run: resume, aggregate, write -------------------------------------------------
