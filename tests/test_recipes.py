@@ -45,7 +45,8 @@ def test_framed_reader_puts_slots_inside_the_user_message(tiny_lm):
     text = tok.decode(p.ids)
     assert text.index("Earlier I told you:") < text.index("What is my cactus called?")
     assert p.slots == list(range(p.slots[0], p.slots[0] + 4)) and p.depth == 2
-    assert tok.decode(p.ids[p.content:]).startswith("What is my cactus called?")
+    assert tok.decode(p.ids[p.content:]).lstrip().startswith("What is my cactus called?")
+    assert tok.decode(p.ids[p.content:p.user_end]).strip() == "What is my cactus called?"
     assert tok.decode(p.ids[: p.slots[0]]).endswith("user\nEarlier I told you: ")
     # no engram: the plain prompt, no frame
     assert eng.place(None, "hi").ids == chat_ids(tok, "hi")

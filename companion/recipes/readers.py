@@ -2,7 +2,7 @@
 
     PrefixReader  the seed's place: N positions in front of the chat template
     FramedReader  inside the user message, behind a short framing text:
-                  "<frame><N slots>\\n<user text>"
+                  "Earlier I told you: <N slots>\\nNow answer briefly: <user text>"
 
 Either writes the vectors in place of the input embeddings (depth 0, scaled
 to the embedding norm as the seed does, or per slot) or, with at_layer, into
@@ -59,7 +59,11 @@ class FramedReader:
     at_layer: bool = False
     scaling: str = "embedding-mean-norm"
     frame: str = "Earlier I told you:"
-    lead: str = "\n"  # between the slots and the new input
+    # Between the slots and the new input: the text modes frame remembered text the same way
+    # (modes.with_context), so engram and text rows differ only in what is remembered. The
+    # prototype in shared/DESIGN.md fell from 10 to 5 of 12 without it; here (select writer,
+    # k=0) 5 of 12 with it against 3 of the first 6 without: no clear difference at this size.
+    lead: str = "\nNow answer briefly: "
 
     @property
     def depth_is_layer(self) -> bool:
@@ -77,9 +81,12 @@ class FramedReader:
         ids = before + [_placeholder_id(tokenizer)] * n + after
         slots = list(range(len(before), len(before) + n))
         # The turn's own text starts after the slots and the lead text that follows them.
-        lead = _length(tokenizer, self.lead)
+        # A lead ending in a space merges it into the user's first word, so count the lead's
+        # tokens as what it adds in front of the user's text.
+        both = _length(tokenizer, self.lead + user)
+        lead = max(0, both - _length(tokenizer, user))
         return Placement(ids, slots, vectors, layer if self.at_layer else 0, len(before) + n + lead,
-                         len(before) + n + _length(tokenizer, self.lead + user))
+                         len(before) + n + both)
 
 
 def _length(tokenizer, text: str) -> int:
