@@ -21,6 +21,7 @@ from .loading import LanguageModel
 from .recipes.base import Placement, Written, get_recipe
 from .recipes.fixed import fixed_hash
 from .recipes.writers import state_part
+from .residual import NoWrite, ResidualWrite, surprise_of  # noqa: F401  (surprise_of: used by batch)
 
 
 class _StopForward(Exception):
@@ -113,8 +114,8 @@ class Engine:
     def writing(self, rows: list[tuple[int, list[int], torch.Tensor]], depth: int):
         """Context for one forward call: the residual stream entering block depth+1 gets
         rows' vectors at their slot positions (rows: (batch row, positions, [N, H]))."""
-        return _ResidualWrite(self.model.get_decoder().layers[depth], rows) if self.reader.depth_is_layer \
-            else _NoWrite()
+        return ResidualWrite(self.model.get_decoder().layers[depth], rows) if self.reader.depth_is_layer \
+            else NoWrite()
 
     def compress(self, written: Written) -> torch.Tensor:
         """The recipe's writer: a turn's layer-L states -> the next engram, float32 CPU."""
@@ -139,7 +140,7 @@ class Engine:
     def turn_states(self, engram: torch.Tensor | None, user: str, reply: str) -> torch.Tensor:
         """Layer-L states [T, H] of a finished turn laid out by the recipe (diagnostics)."""
         p = self.place(engram, user, reply)
-        return self._pass(p, p.ids + [end_id(self.tokenizer)], surprise=False)[0].states
+        return self._pass(p, p.ids + [end_id(self.tokenizer)], surprise=False).states
 
     def layer_states(self, embeds: torch.Tensor, mask: torch.Tensor, *, stop_early: bool = True) -> torch.Tensor:
         """[B, T, H] input embeddings -> [B, T, H] states after block L."""
@@ -177,7 +178,7 @@ class Engine:
             states[p.slots] = p.vectors.to(states.dtype)
         return states
 
-    def _pass(self, p: Placement, ids: list[int], *, surprise: bool) -> tuple[Written, None]:
+    def _pass(self, p: Placement, ids: list[int], *, surprise: bool) -> Written:
         """One forward over the placement's prompt extended to `ids` (a finished turn)."""
         embeds = self.embeds_of(Placement(ids, p.slots, p.vectors, p.depth, p.content))
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
@@ -189,7 +190,7 @@ class Engine:
                 sur = surprise_of(out.logits[0], ids)
             else:
                 states, sur = self.layer_states(embeds, mask)[0], None
-        return Written(self.seen_states(states.float(), p), p, sur), None
+        return Written(self.seen_states(states.float(), p), p, sur)
 
     # -- turns --------------------------------------------------------------
     def absorb(self, engram: torch.Tensor | None, user_text: str, reply_text: str) -> TurnResult:
@@ -199,7 +200,7 @@ class Engine:
         self.check_fits(engram, turn, 0)
         p = self.place(engram, user_text, reply_text)
         with torch.inference_mode():
-            written, _ = self._pass(p, p.ids + [end_id(self.tokenizer)], surprise=self.writer.needs_surprise)
+            written = self._pass(p, p.ids + [end_id(self.tokenizer)], surprise=self.writer.needs_surprise)
         written.engram = engram
         new = self.compress(written)
         prompt_len = len(chat_ids(self.tokenizer, user_text))
@@ -318,54 +319,9 @@ class Engine:
             states = torch.cat(layer_chunks, dim=0).float()
             written = Written(self.seen_states(states, p), p, torch.cat(sur_chunks).cpu() if want_sur else None)
         else:
-            written, _ = self._pass(p, p.ids + reply_ids + [stop], surprise=self.writer.needs_surprise)
+            written = self._pass(p, p.ids + reply_ids + [stop], surprise=self.writer.needs_surprise)
         written.engram = engram
         del past, out  # the turn's KV cache ends here
         new = self.compress(written)
         return TurnResult(reply, new, slots + len(ids), len(ids), len(reply_ids), gen_seconds,
                           time.perf_counter() - t1, turn_ids)
-
-
-def surprise_of(logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
-    """[T] -log p(ids[t] | ids[:t]) from [T, V] logits of the same sequence; 0 at t=0."""
-    lp = torch.log_softmax(logits[:-1].float(), dim=-1)
-    tgt = torch.tensor(ids[1:], device=logits.device)[:, None]
-    return torch.cat([lp.new_zeros(1), -lp.gather(1, tgt)[:, 0]]).cpu()
-
-
-class _NoWrite:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _ResidualWrite:
-    """A forward pre-hook on one block that overwrites slot positions of its input hidden states.
-
-    It acts on every call while the context is open, so callers open it around
-    a single prefill call only; decode steps after it are never touched.
-    """
-
-    def __init__(self, block: torch.nn.Module, rows: list[tuple[int, list[int], torch.Tensor]]):
-        self.block, self.rows, self.handle = block, [r for r in rows if r[2] is not None and r[1]], None
-
-    def _hook(self, _module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        hidden = hidden.clone()
-        for row, positions, vectors in self.rows:
-            hidden[row, positions] = vectors.to(device=hidden.device, dtype=hidden.dtype)
-        if args:
-            return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
-
-    def __enter__(self):
-        if self.rows:
-            self.handle = self.block.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc):
-        if self.handle is not None:
-            self.handle.remove()
-        return False
