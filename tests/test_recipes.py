@@ -156,3 +156,44 @@ def test_select_per_turn_fills_empty_slots_then_replaces_at_most_m():
                      engram=first)
     second = Select(decay=1.0, per_turn=1).write(louder, 3)
     assert second[:, -1].tolist() == [9.0, 7.0, 40.0]  # only the loudest new token gets in, the weakest slot goes
+
+
+def test_chunk_mean_drops_sinks_and_centres_by_hand():
+    from companion.recipes.writers import ChunkMean
+
+    states = torch.tensor([[100.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    w = Written(states, Placement(ids=list(range(5))))
+    assert torch.allclose(ChunkMean().write(w, 2), torch.tensor([[104 / 3, 2.0], [6.0, 7.0]]))  # seed: sink in slot 0
+    assert ChunkMean(drop_sinks=True).write(w, 2).tolist() == [[2.0, 3.0], [6.0, 7.0]]
+    mean = torch.tensor([1.0, 1.0])
+    assert ChunkMean(drop_sinks=True, centred=True).write(w, 2, {"mean": mean}).tolist() == [[1.0, 2.0], [5.0, 6.0]]
+
+
+def test_prefix_reader_keep_first_puts_slots_after_the_first_token(tiny_lm):
+    from companion.recipes.readers import PrefixReader
+
+    tok = tiny_lm.tokenizer
+    ids = chat_ids(tok, "hi")
+    v = torch.ones(3, tiny_lm.hidden_size)
+    p = PrefixReader(keep_first=True).place(tok, v, "hi", None, layer=2)
+    assert p.ids[0] == ids[0] and p.slots == [1, 2, 3] and p.ids[4:] == ids[1:]
+    q = PrefixReader().place(tok, v, "hi", None, layer=2)
+    assert q.slots == [0, 1, 2] and q.ids[3:] == ids
+    assert tok.decode(q.ids[q.content:q.user_end]) == "hi"
+
+
+def test_per_slot_scaling_gives_every_slot_the_embedding_norm():
+    from companion.recipes.readers import PrefixReader
+
+    v = torch.tensor([[3.0, 4.0], [0.0, 10.0]])
+    out = PrefixReader(scaling="per-slot").vectors(v, 2.0)
+    assert torch.allclose(out.norm(dim=-1), torch.tensor([2.0, 2.0]))
+    assert torch.allclose(PrefixReader(at_layer=True).vectors(v, 2.0), v)  # deep readers never rescale
+
+
+def test_centred_recipe_pins_its_mean_state_by_hash(tiny_lm):
+    eng = Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="centred"))
+    assert len(eng.config.fixed) == 64 and eng.fixed["mean"].shape == (tiny_lm.hidden_size,)
+    assert Engine(tiny_lm, eng.config).config == eng.config  # the same model gives the same hash
+    with pytest.raises(ConfigError, match="fixed tensors"):
+        Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="centred", fixed="0" * 64))
