@@ -17,6 +17,7 @@ Outputs: results.json, recall.md, recall.png, nll.png, diagnostics.png.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1,
                    help="trials lived side by side in one forward pass (same records, more throughput)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--oracle", action="store_true",
+                   help="also the format's ceiling at k=0: rows oracle:<reader> (vectors optimised per fact)")
+    p.add_argument("--oracle-readers", nargs="+", default=None, help="oracle readers (default: all)")
+    p.add_argument("--oracle-steps", type=int, default=200, help="Adam steps at most per oracle fact")
     args = p.parse_args(argv)
 
     import torch
@@ -81,6 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     except (HarnessError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.oracle:
+        from companion.harness import oracle as O
+        from companion.harness.ceiling import merge_oracle, run_oracle
+        from companion.harness.report import write_reports
+
+        readers = args.oracle_readers or list(O.ORACLE_READERS)
+        records = run_oracle(lm, trials=trials, seed=args.seed, out=args.out, readers=readers,
+                             steps=args.oracle_steps, layer=args.layer or 16, slots=args.slots or 32,
+                             max_new_tokens=args.max_new_tokens,
+                             on_record=lambda r: print(f"{r['reader']} trial {r['trial']}: "
+                                                       f"{'right' if r['correct'] else 'wrong'}", file=sys.stderr))
+        results = merge_oracle(results, records)
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        write_reports(results, args.out)
     print(open(os.path.join(args.out, "recall.md")).read())
     print(f"wrote {args.out}/results.json, recall.md, recall.png, nll.png, diagnostics.png "
           f"({results['trials']} trials, {results['seconds_this_invocation']} s this run)")
