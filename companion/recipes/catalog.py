@@ -25,8 +25,9 @@ register(Recipe("deep", "sink's chunk means written back at layer L into slots a
 register(Recipe("deep-framed", "sink's chunk means written back at layer L into slots inside the user message",
                 ChunkMean(drop_sinks=True), FramedReader(at_layer=True)))
 # The selecting writer: the N most surprising token states, unaveraged; a full engram gives up at most
-# 4 slots a turn, to new tokens more surprising than its weakest (measured: without the cap one distractor
-# turn replaced 18 of a fact's 32 slots; docs/RESULTS.md, "Recipes").
+# 4 slots a turn, to new tokens more surprising than its weakest: without a cap one distractor turn
+# replaced more than half of a fact's slots (a throwaway check; docs/RESULTS.md, "Recipes", has the
+# measured recipes).
 SELECT = Select(decay=1.0, per_turn=4)
 register(Recipe("select-framed", "the 32 most surprising token states of engram+turn (at most 4 replaced a turn), "
                 "read as input embeddings inside the user message", SELECT, FramedReader()))
