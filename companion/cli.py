@@ -62,8 +62,10 @@ def _recipe(args) -> EngramConfig | None:
     The options describe the whole recipe (what is not given takes its default),
     so a new session is built with it and an existing session must match it.
     """
+    from .recipes import DEFAULT
+
     given = {k: getattr(args, k) for k in ("recipe", "layer", "slots") if getattr(args, k, None) is not None}
-    return EngramConfig(**given) if given else None
+    return EngramConfig(**{"recipe": DEFAULT, **given}) if given else None
 
 
 def _companion(args) -> Companion:

@@ -204,8 +204,8 @@ class Engine:
         written.engram = engram
         new = self.compress(written)
         prompt_len = len(chat_ids(self.tokenizer, user_text))
-        slots = 0 if engram is None else engram.shape[0]
-        return TurnResult(reply_text, new, slots + prompt_len, prompt_len, len(turn) - prompt_len - 1,
+        return TurnResult(reply_text, new, len(self.place(engram, user_text).ids), prompt_len,
+                          len(turn) - prompt_len - 1,
                           0.0, time.perf_counter() - t0, turn)
 
     @torch.inference_mode()
@@ -249,7 +249,6 @@ class Engine:
         ids = chat_ids(self.tokenizer, user_text)
         self.check_fits(engram, ids, max_new_tokens)
         p = self.place(engram, user_text)
-        slots = len(p.slots)
         stop = end_id(self.tokenizer)
         eos_ids = {stop} | ({self.tokenizer.eos_token_id} - {None})
         reuse_states = reuse_states and update
@@ -306,7 +305,7 @@ class Engine:
         t1 = time.perf_counter()
         turn_ids = ids + reply_ids + [stop]
         if not update:
-            return TurnResult(reply, None, slots + len(ids), len(ids), len(reply_ids), gen_seconds, 0.0, turn_ids)
+            return TurnResult(reply, None, len(p.ids), len(ids), len(reply_ids), gen_seconds, 0.0, turn_ids)
         if reuse_states:
             # Feed what generation never fed (the closing token, and a last reply
             # token if the length limit cut in) so the states cover the whole turn.
@@ -323,5 +322,5 @@ class Engine:
         written.engram = engram
         del past, out  # the turn's KV cache ends here
         new = self.compress(written)
-        return TurnResult(reply, new, slots + len(ids), len(ids), len(reply_ids), gen_seconds,
+        return TurnResult(reply, new, len(p.ids), len(ids), len(reply_ids), gen_seconds,
                           time.perf_counter() - t1, turn_ids)

@@ -17,6 +17,7 @@ from memory_store.errors import CorruptEngramError, StaleSessionError
 from .config import EngramConfig
 from .crashpoints import crash_hooks, crash_point
 from .cycle import Engine, chat_ids
+from .recipes import DEFAULT, get_recipe
 from .engram import mean_row_norm
 from .loading import LanguageModel, load_model
 from .settings import cache_dir, database_url
@@ -102,7 +103,7 @@ class Companion:
     def _recipe_for(self, chat) -> EngramConfig:
         """The session's own recipe; a different one asked for explicitly is refused."""
         if chat is None:
-            return self.requested_config or EngramConfig()
+            return self.requested_config or EngramConfig(recipe=DEFAULT)
         stored = EngramConfig.from_dict(json.loads(chat.engram_config))
         if self.requested_config is not None and not self.requested_config.same_recipe(stored):
             diff = "; ".join(stored.differences(self.requested_config))
@@ -215,15 +216,15 @@ class Companion:
                 EngramConfig.from_dict(json.loads(chat.engram_config))):
             raise CompanionError(f"refusing to inject the engram of session {chat.name!r} cycle {row.cycle}: it was "
                                  f"made with recipe {row.config}, the session says {chat.engram_config}")
-        if config is not None and (tensor.dim() != 2 or tensor.shape[0] != config.slots):
+        # A selecting recipe's engram holds fewer rows while its first turns fill it; never more.
+        if config is not None and (tensor.dim() != 2 or not get_recipe(config.recipe).rows_ok(tensor.shape[0],
+                                                                                              config.slots)):
             raise CompanionError(f"refusing to inject the engram of session {chat.name!r} cycle {row.cycle}: shape "
                                  f"{tuple(tensor.shape)} does not fit the recipe's {config.slots} slots")
         return tensor
 
     def _check_width(self, chat, engram, config: EngramConfig | None = None) -> None:
-        from .recipes import get_recipe
-
-        want = get_recipe((config or EngramConfig()).recipe).stored_width(self.lm.hidden_size)
+        want = get_recipe((config or EngramConfig(recipe=DEFAULT)).recipe).stored_width(self.lm.hidden_size)
         if engram is not None and engram.shape[-1] != want:
             raise CompanionError(f"refusing to inject the engram of session {chat.name!r}: its width "
                                  f"{engram.shape[-1]} does not match this model and recipe ({want}: hidden size "

@@ -37,6 +37,7 @@ from memory_store import crud
 from memory_store.errors import CorruptEngramError, SessionNameError
 
 from .config import ConfigError, EngramConfig
+from .recipes import get_recipe
 
 FORMAT = "companion-session"
 FORMAT_VERSION = "1"
@@ -228,12 +229,13 @@ def _read(path: Path) -> _Parsed:
             raise bad(f"engram {i}: checksum mismatch")
         if list(t.shape) != info.get("shape") or str(t.dtype).removeprefix("torch.") != info.get("dtype"):
             raise bad(f"engram {i}: shape/dtype {tuple(t.shape)} {t.dtype} differ from the declared ones")
-        if t.dtype != torch.float32 or t.dim() != 2 or t.shape[0] != recipe.slots:
-            raise bad(f"engram {i}: expected a float32 [{recipe.slots}, hidden] tensor, got "
-                      f"{t.dtype} {tuple(t.shape)}")
-        if first_shape is not None and tuple(t.shape) != first_shape:
-            raise bad(f"engram {i}: shape {tuple(t.shape)} differs from engram 1's {first_shape}")
-        first_shape = tuple(t.shape)
+        # A selecting recipe's engram holds fewer rows while its first turns fill it.
+        if t.dtype != torch.float32 or t.dim() != 2 or not get_recipe(recipe.recipe).rows_ok(t.shape[0], recipe.slots):
+            raise bad(f"engram {i}: expected a float32 [{recipe.slots}, hidden] tensor (for recipe "
+                      f"{recipe.recipe!r}), got {t.dtype} {tuple(t.shape)}")
+        if first_shape is not None and t.shape[1] != first_shape[1]:
+            raise bad(f"engram {i}: width {t.shape[1]} differs from engram 1's {first_shape[1]}")
+        first_shape = first_shape or tuple(t.shape)
         if not bool(torch.isfinite(t).all()):
             raise bad(f"engram {i}: non-finite values (NaN or Inf)")
         tensors[i] = t

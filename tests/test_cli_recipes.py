@@ -78,7 +78,7 @@ def test_recipes_json_lists_every_recipe_with_one_default(monkeypatch, capsys):
     assert cli.main(["recipes", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in table] == recipe_names()
-    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["seed"]
+    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-sticky"]
     for r in table:
         recipe = get_recipe(r["name"])
         assert r["description"] == recipe.description
@@ -89,8 +89,9 @@ def test_recipes_json_lists_every_recipe_with_one_default(monkeypatch, capsys):
     assert cli.main(["recipes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(recipe_names())
-    assert [ln for ln in lines if ln.startswith("*")] == [next(ln for ln in lines if " seed " in ln)]
-    assert "(default)" in lines[0] and lines[0].split()[:2] == ["*", "seed"]
+    assert [ln for ln in lines if ln.startswith("*")] == [next(ln for ln in lines if f" {DEFAULT} " in ln)]
+    [marked] = [ln for ln in lines if ln.startswith("*")]
+    assert "(default)" in marked and marked.split()[:2] == ["*", DEFAULT]
 
 
 @pytest.mark.parametrize("command", [["say", "-s", "x", "hi"], ["chat", "-s", "x"]])
@@ -125,12 +126,13 @@ def test_select_deep_session_resumes_with_its_recipe_and_refuses_another(run, ur
     assert [tuple(e.shape) for e in engrams] == [(4, tiny_lm.hidden_size + 1)] * 3
     assert get_recipe("select-deep").stored_width(tiny_lm.hidden_size) == tiny_lm.hidden_size + 1
 
-    for other in (["--recipe", "seed", *SMALL], ["--layer", "2", "--slots", "4"]):  # seed, whether named or not
+    # seed named, or the default recipe implied by --layer/--slots alone
+    for other, want in ((["--recipe", "seed", *SMALL], "seed"), (["--layer", "2", "--slots", "4"], DEFAULT)):
         for command in (["say", "-s", "sd", "hi"], ["chat", "-s", "sd"]):
             code, out, err = run("--db", url, *command, *other)
             assert code == 1, (command, other, out, err)
             assert err.strip() == ("companion: error: session 'sd' was built with a different engram recipe "
-                                   "(recipe: select-deep -> seed); drop the recipe options to resume it, or start "
+                                   f"(recipe: select-deep -> {want}); drop the recipe options to resume it, or start "
                                    "a new session")
     assert counts(store, "sd") == (3, 3, 3)
     store.close()
@@ -143,12 +145,13 @@ def test_select_deep_session_resumes_with_its_recipe_and_refuses_another(run, ur
     comp.close()
 
 
-def test_new_session_default_is_seed(run, url):
+def test_new_session_gets_the_default_recipe(run, url):
     assert run("--db", url, "say", "-s", "plain", *SMALL, "hi")[0] == 0
     store = open_store(url)
     config, _ = stored(store, "plain")
     store.close()
-    assert config.recipe == DEFAULT == "seed" and config.same_recipe(EngramConfig(layer=2, slots=4))
+    assert config.recipe == DEFAULT == "select-sticky"
+    assert config.same_recipe(EngramConfig(layer=2, slots=4, recipe="select-sticky"))
 
 
 def test_select_deep_session_export_import_is_bit_identical(tiny_lm, url, tmp_path):

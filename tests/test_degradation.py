@@ -160,7 +160,9 @@ def test_two_recipes_in_one_run_have_their_own_rows_and_batch_equals_one_at_a_ti
     assert set(one["diagnostics"]) == {"seed", "select-deep"}
     probe = one["per_trial"][0]["probes"][1]
     # each recipe's engram row reads its own engram: a select-deep prompt holds its own slot count
-    assert probe["answers"]["engram:select-deep"]["prompt_tokens"] == probe["answers"]["none"]["prompt_tokens"] + 4
+    # (seed: 4 slots in front; select-deep: 4 slots plus the frame's words inside the message)
+    assert probe["answers"]["engram:seed"]["prompt_tokens"] == probe["answers"]["none"]["prompt_tokens"] + 4
+    assert probe["answers"]["engram:select-deep"]["prompt_tokens"] > probe["answers"]["none"]["prompt_tokens"] + 4
     assert probe["diagnostics"]["select-deep"]["effective_rank"] > 0
     table = (tmp_path / "one" / "recall.md").read_text()
     for row in ("engram:seed", "foreign:select-deep", "engram+retrieval:select-deep"):

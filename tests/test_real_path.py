@@ -44,8 +44,9 @@ def stored_engrams(db_url, name):
 
 
 def test_two_processes_resume_the_engram_bit_for_bit(embedded_lm, companion_home, db):
+    # The seed recipe named explicitly: this test pins its layout (32 slots in front of the input).
     first = run_cli(companion_home, db, "say", "--session", "trip", "--json", "--max-new-tokens", "24",
-                    "My dog is called Biscuit and I live in Lisbon.")
+                    "--recipe", "seed", "My dog is called Biscuit and I live in Lisbon.")
     assert first.returncode == 0, first.stderr
     r1 = json.loads(first.stdout)
     cycle, engrams = stored_engrams(db, "trip")

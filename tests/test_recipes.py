@@ -197,3 +197,29 @@ def test_centred_recipe_pins_its_mean_state_by_hash(tiny_lm):
     assert Engine(tiny_lm, eng.config).config == eng.config  # the same model gives the same hash
     with pytest.raises(ConfigError, match="fixed tensors"):
         Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="centred", fixed="0" * 64))
+
+
+def test_a_selecting_session_resumes_and_moves_while_its_engram_is_not_yet_full(tiny_lm, tmp_path):
+    from companion.service import Companion
+    from companion.transfer import export_session, import_session
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    comp = Companion(db_url=url, lm=tiny_lm, config=EngramConfig(layer=2, slots=64, recipe="select-sticky"),
+                     max_new_tokens=3, quiet=True)
+    comp.say("s", "Hi.")
+    _, views = comp.show("s")
+    rows = int(views[0].engram_shape.split(",")[0])
+    assert 1 <= rows < 64  # a short first turn fills only part of the engram
+    comp.say("s", "My cactus is Vornelk.")  # resumes from the partial engram (not refused)
+    comp.close()
+    path = tmp_path / "s.engram"
+    export_session(open_store_for(url), "s", path)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    import_session(open_store_for(other), path)
+    assert Companion(db_url=other, lm=tiny_lm, quiet=True).show("s")[0]["cycle"] == 2
+
+
+def open_store_for(url):
+    from memory_store import open_store
+
+    return open_store(url)

@@ -65,8 +65,8 @@ def _probe_all(trials: list[Trial], k, mems, foreigns, firsts, lasts, on_ask) ->
                 t._asked[key] = (f"k={k}/{row.name}", answers[ti][row.name])
                 on_ask()
                 continue
-            slots = 0 if p.engram is None else p.engram.shape[0]
-            rows.append((ti, row, p.engram, text, key, slots + len(ids)))
+            # what the model is fed: the recipe's layout of engram and text (slots, frame, input)
+            rows.append((ti, row, p.engram, text, key, len(engine.place(p.engram, text).ids)))
     # One batch per row: prompts of a row have similar lengths, so little is spent on padding
     # (a 70-token engram prompt padded to a 1,500-token transcript would cost 20x).
     for name in dict.fromkeys(r[1].name for r in rows):

@@ -60,8 +60,7 @@ def answer_group(engine, mode, row, items, memories, foreign, settings, full_tok
         tokens = [len(chat_ids(engine.tokenizer, t)) for t in texts]
     elif settings.batch > 1:
         replies = answer_many(engine, [p.engram for p in prompts], texts, max_new_tokens=settings.max_new_tokens)
-        tokens = [(0 if p.engram is None else p.engram.shape[0]) + len(chat_ids(engine.tokenizer, t))
-                  for p, t in zip(prompts, texts)]
+        tokens = [len(engine.place(p.engram, t).ids) for p, t in zip(prompts, texts)]
     else:
         results = [ask(engine, mode, memories[c.conv_id], q.question, foreign=foreign[c.conv_id],
                        max_new_tokens=settings.max_new_tokens) for c, q in items]

@@ -83,11 +83,11 @@ def _commit(engine, store, p: _Progress, engram, seconds: float) -> None:
     tok = engine.tokenizer
     prompt_len = len(chat_ids(tok, user))
     turn_len = len(chat_ids(tok, user, reply)) + 1
-    slots = 0 if p.engram is None else p.engram.shape[0]
+    prompt = len(engine.place(p.engram, user).ids)  # the recipe's layout: slots, frame, input
     p.transcript += turn_len
     with store.session() as db, db.begin():
         crud.add_turn(db, chat=p.chat, expected_cycle=p.chat.cycle, user_text=user, reply_text=reply,
-                      prompt_tokens=slots + prompt_len, reply_tokens=turn_len - prompt_len - 1,
+                      prompt_tokens=prompt, reply_tokens=turn_len - prompt_len - 1,
                       transcript_tokens=p.transcript, gen_seconds=0.0, update_seconds=seconds,
                       engram=engram, engram_config=engine.config.to_dict())
     p.engram, p.done, p.new, p.seconds = engram, p.done + 1, p.new + 1, p.seconds + seconds

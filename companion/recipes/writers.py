@@ -65,6 +65,7 @@ class Select:
     user_only: bool = False  # candidates: the user's text only (not the reply or template tokens)
     needs_surprise: bool = True
     extra_columns: int = 1
+    fills_gradually: bool = True  # a short first turn leaves slots empty until later turns fill them
 
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
         p, states = w.placement, w.states.float()
