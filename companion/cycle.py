@@ -267,6 +267,7 @@ class Engine:
         reply_ids: list[int] = []
         shown = ""
         fed_all = True  # whether every reply token has been fed through the model
+        raw = logits  # the unpenalised logits of the latest position (surprise is read off these)
         for _ in range(max_new_tokens):
             raw = logits
             if repetition_penalty != 1.0 and reply_ids:
@@ -310,10 +311,13 @@ class Engine:
             # Feed what generation never fed (the closing token, and a last reply
             # token if the length limit cut in) so the states cover the whole turn.
             pending = ([] if fed_all else reply_ids[-1:]) + [stop]
-            if want_sur:
-                sur_chunks.append(-torch.log_softmax(logits.float(), -1)[stop].reshape(1).cpu())
             mask = torch.cat([mask, mask.new_ones((1, len(pending)))], dim=1)
             out = self._step(pending, mask, past, True)
+            if want_sur:
+                # The closing token is predicted after the last fed token: by the loop's last
+                # raw logits, or (length cut) by the pending step's first position.
+                before_stop = raw if fed_all else out.logits[0, -2]
+                sur_chunks.append(-torch.log_softmax(before_stop.float(), -1)[stop].reshape(1).cpu())
             layer_chunks.append(E.extract(out.hidden_states, layer))
             states = torch.cat(layer_chunks, dim=0).float()
             written = Written(self.seen_states(states, p), p, torch.cat(sur_chunks).cpu() if want_sur else None)

@@ -223,3 +223,15 @@ def open_store_for(url):
     from memory_store import open_store
 
     return open_store(url)
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_select_salience_from_generation_equals_a_plain_pass_when_the_length_limit_cuts(tiny_lm, cut):
+    # min_new_tokens forces the end token to -inf while generating; the salience of the closing
+    # token must still come from the model's real logits (finite, and equal to a plain pass).
+    eng = Engine(tiny_lm, EngramConfig(layer=2, slots=64, recipe="select-sticky"))
+    kw = {"max_new_tokens": 6, "min_new_tokens": 6 if cut else 0}
+    a = eng.run_turn(None, "I named my cactus Vornelk.", reuse_states=True, **kw)
+    b = eng.run_turn(None, "I named my cactus Vornelk.", reuse_states=False, **kw)
+    assert torch.isfinite(a.engram).all()
+    assert a.engram.shape == b.engram.shape and torch.allclose(a.engram, b.engram, atol=1e-4, rtol=1e-3)
