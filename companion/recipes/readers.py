@@ -30,12 +30,11 @@ def _placeholder_id(tokenizer) -> int:
     return tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"][-1]
 
 
-@dataclass(frozen=True)
-class PrefixReader:
-    name: str = "prefix"
-    at_layer: bool = False  # True: write at hidden_states[L] instead of the input embeddings
-    scaling: str = "embedding-mean-norm"  # "embedding-mean-norm" | "per-slot" | "none" (depth 0 only)
-    keep_first: bool = False  # the template's first token stays first, so the attention sink has a real home
+class _Depth:
+    """What both readers share: at the input (scaled) or at layer L (as is)."""
+
+    at_layer: bool
+    scaling: str
 
     @property
     def depth_is_layer(self) -> bool:
@@ -43,6 +42,14 @@ class PrefixReader:
 
     def vectors(self, engram: torch.Tensor, embed_norm: float) -> torch.Tensor:
         return _scaled(engram, embed_norm, "none" if self.at_layer else self.scaling)
+
+
+@dataclass(frozen=True)
+class PrefixReader(_Depth):
+    name: str = "prefix"
+    at_layer: bool = False  # True: write at hidden_states[L] instead of the input embeddings
+    scaling: str = "embedding-mean-norm"  # "embedding-mean-norm" | "per-slot" | "none" (depth 0 only)
+    keep_first: bool = False  # the template's first token stays first, so the attention sink has a real home
 
     def place(self, tokenizer, vectors, user, reply, *, layer):
         n = 0 if vectors is None else vectors.shape[0]
@@ -54,23 +61,15 @@ class PrefixReader:
 
 
 @dataclass(frozen=True)
-class FramedReader:
+class FramedReader(_Depth):
     name: str = "framed"
     at_layer: bool = False
     scaling: str = "embedding-mean-norm"
     frame: str = "Earlier I told you:"
     # Between the slots and the new input: the text modes frame remembered text the same way
     # (modes.with_context), so engram and text rows differ only in what is remembered. The
-    # prototype in shared/DESIGN.md fell from 10 to 5 of 12 without it; here (select writer,
-    # k=0) 5 of 12 with it against 3 of the first 6 without: no clear difference at this size.
+    # prototype in shared/DESIGN.md fell from 10 to 5 of 12 without it; not measured here.
     lead: str = "\nNow answer briefly: "
-
-    @property
-    def depth_is_layer(self) -> bool:
-        return self.at_layer
-
-    def vectors(self, engram: torch.Tensor, embed_norm: float) -> torch.Tensor:
-        return _scaled(engram, embed_norm, "none" if self.at_layer else self.scaling)
 
     def place(self, tokenizer, vectors, user, reply, *, layer):
         if vectors is None or vectors.shape[0] == 0:  # no memory yet: the plain prompt, no frame
