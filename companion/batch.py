@@ -2,22 +2,48 @@
 
 Each row of a batch is an independent session (its own engram and text), so
 results equal the one-at-a-time Engine methods to floating-point tolerance.
+Rows may come from different engines (recipes) over one model: each row is
+laid out and embedded by its own engine, and a reader that writes at a layer
+gets its rows written there, so recipes of any depth share a pass.
 
     absorb_many: right-padded, one pass -> one engram per row
     answer_many: left-padded greedy generation, no memory update -> one reply per row
+    absorb_rows / answer_rows: the same for rows of several engines, split into
+        passes of similar length (rows_by_length); answer_rows also scores a
+        given answer teacher-forced from the prompt's KV cache
 """
 
 from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 
 from .cycle import Engine, _cache_of, chat_ids, end_id, surprise_of
 from .recipes.base import Placement, Written
 
+# Grouping costs in prompt-token units, measured for SmolLM2-135M on one CPU thread (prefill about
+# 280 tokens/s, a decode step about 0.17 s at batch 6 and 0.43 s at batch 60): a reply call costs
+# about 48 tokens' prefill per decode step whatever the batch, an absorb call one read of the weights.
+# They only decide which rows share a pass; results do not depend on them.
+DECODE_STEP_TOKENS = 48
+PASS_TOKENS = 50
+MAX_PASS_TOKENS = 16384  # padded tokens per pass: bounds activations and the KV cache
+MAX_SURPRISE_TOKENS = 2048  # a surprise pass keeps [rows, width, vocab] float logits
 
-def _padded(engine: Engine, placements: list[Placement], *, left: bool):
+
+def _engines(engines, n: int) -> list[Engine]:
+    engines = list(engines) if isinstance(engines, (list, tuple)) else [engines] * n
+    if any(e.model is not engines[0].model for e in engines):
+        raise ValueError("rows of one pass must share one loaded model")
+    return engines
+
+
+def _padded(engines: list[Engine], placements: list[Placement], *, left: bool):
     """[B, W, H] embeddings, [B, W] mask and each row's offset (left padding shifts a row right)."""
-    rows = [engine.embeds_of(p)[0] for p in placements]
+    rows = [e.embeds_of(p)[0] for e, p in zip(engines, placements)]
     width = max(r.shape[0] for r in rows)
     embeds = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
     mask = torch.zeros((len(rows), width), dtype=torch.long, device=embeds.device)
@@ -30,50 +56,133 @@ def _padded(engine: Engine, placements: list[Placement], *, left: bool):
     return embeds, mask, offsets
 
 
-def _writes(placements: list[Placement], offsets: list[int]):
-    return [(i, [s + off for s in p.slots], p.vectors) for i, (p, off) in enumerate(zip(placements, offsets))
-            if p.vectors is not None and p.slots]
+def _writing(engines: list[Engine], placements: list[Placement], offsets: list[int]) -> ExitStack:
+    """Context for one forward: every layer-writing row's vectors written at its reader's depth
+    (input-depth rows were filled by embeds_of)."""
+    by_depth: dict[int, tuple[Engine, list]] = {}
+    for i, (e, p, off) in enumerate(zip(engines, placements, offsets)):
+        if p.vectors is not None and p.slots and e.reader.depth_is_layer:
+            by_depth.setdefault(p.depth, (e, []))[1].append((i, [s + off for s in p.slots], p.vectors))
+    stack = ExitStack()
+    for depth, (e, rows) in by_depth.items():
+        stack.enter_context(e.writing(rows, depth))
+    return stack
+
+
+def forward_keeping(model, keep: int, **kw):
+    """The model's output with logits for the last `keep` positions only (all where unsupported)."""
+    try:
+        return model(**kw, logits_to_keep=keep)
+    except TypeError:
+        return model(**kw)
+
+
+def rows_by_length(lengths: list[int], *, per_pass: int, budget: int = MAX_PASS_TOKENS) -> list[list[int]]:
+    """Row indices split into passes minimising sum(per_pass + rows x padded width), each pass at most
+    `budget` padded tokens (unless one row alone exceeds it). A 70-token prompt padded to a
+    1,500-token transcript costs 20x, while every extra pass costs its fixed share again.
+
+    >>> rows_by_length([80, 1500, 90, 1400], per_pass=200)
+    [[0, 2], [3, 1]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        width = lengths[order[j - 1]]
+        for i in range(j - 1, -1, -1):
+            if j - i > 1 and (j - i) * width > budget:
+                break
+            cost = best[i] + per_pass + (j - i) * width
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    passes, j = [], len(order)
+    while j:
+        passes.append(order[cut[j]:j])
+        j = cut[j]
+    return passes[::-1]
 
 
 @torch.inference_mode()
-def absorb_many(engine: Engine, engrams: list, turns: list[tuple[str, str]]) -> list[torch.Tensor]:
-    """Engine.absorb for many sessions at once: returns the new engram of each row."""
-    tok = engine.tokenizer
-    for eng, (u, r) in zip(engrams, turns):
-        engine.check_fits(eng, chat_ids(tok, u, r) + [end_id(tok)], 0)
+def _absorb_pass(engines: list[Engine], engrams: list, turns: list[tuple[str, str]]) -> list[tuple]:
+    """One right-padded pass: (new engram, layer-L states as the model saw them [T, H]) per row."""
+    layer, surprise = engines[0].config.layer, engines[0].writer.needs_surprise
+    if any(e.config.layer != layer or e.writer.needs_surprise != surprise for e in engines):
+        raise ValueError("rows of one absorb pass must read the same layer and all or none need surprise")
     placements = []
-    for eng, (u, r) in zip(engrams, turns):
-        p = engine.place(eng, u, r)
-        placements.append(Placement(p.ids + [end_id(tok)], p.slots, p.vectors, p.depth, p.content))
-    embeds, mask, offsets = _padded(engine, placements, left=False)  # right padding: positions stay 0..n-1
-    with engine.writing(_writes(placements, offsets), engine.depth):
-        if engine.writer.needs_surprise:
-            out = engine.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
-            states, logits = out.hidden_states[engine.config.layer], out.logits
+    for e, eng, (u, r) in zip(engines, engrams, turns):
+        tok = e.tokenizer
+        e.check_fits(eng, chat_ids(tok, u, r) + [end_id(tok)], 0)
+        p = e.place(eng, u, r)
+        placements.append(Placement(p.ids + [end_id(tok)], p.slots, p.vectors, p.depth, p.content, p.user_end))
+    embeds, mask, offsets = _padded(engines, placements, left=False)  # right padding: positions stay 0..n-1
+    with _writing(engines, placements, offsets):
+        if surprise:
+            out = engines[0].model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
+                                   use_cache=False)
+            states, logits = out.hidden_states[layer], out.logits
         else:
-            states, logits = engine.layer_states(embeds, mask), None
+            states, logits = engines[0].layer_states(embeds, mask), None
     new = []
-    for i, (p, eng) in enumerate(zip(placements, engrams)):
+    for i, (e, p, eng) in enumerate(zip(engines, placements, engrams)):
         n = len(p.ids)
         sur = surprise_of(logits[i, :n], p.ids) if logits is not None else None
-        written = Written(engine.seen_states(states[i, :n].float(), p), p, sur, eng)
-        new.append(engine.compress(written))
+        seen = e.seen_states(states[i, :n].float(), p)
+        new.append((e.compress(Written(seen, p, sur, eng)), seen))
     return new
 
 
+def absorb_many(engine: Engine, engrams: list, turns: list[tuple[str, str]]) -> list[torch.Tensor]:
+    """Engine.absorb for many sessions at once: returns the new engram of each row."""
+    return [e for e, _ in _absorb_pass(_engines(engine, len(turns)), engrams, turns)]
+
+
+def absorb_rows(engines: list[Engine], engrams: list, turns: list[tuple[str, str]]) -> list[tuple]:
+    """Engine.absorb for rows of several engines: (new engram, the turn's layer-L states [T, H]) per row.
+
+    Rows whose writers need surprise run the whole model; the others stop at the layer, so the two
+    never share a pass; within each, rows of similar length do."""
+    engines = _engines(engines, len(turns))
+    out: list = [None] * len(turns)
+    kinds: dict[tuple, list[int]] = {}
+    for i, e in enumerate(engines):
+        kinds.setdefault((e.writer.needs_surprise, e.config.layer), []).append(i)
+    for (surprise, _), idx in kinds.items():
+        lengths = [len(chat_ids(engines[i].tokenizer, *turns[i])) + _slots(engrams[i]) for i in idx]
+        budget = MAX_SURPRISE_TOKENS if surprise else MAX_PASS_TOKENS
+        for group in rows_by_length(lengths, per_pass=PASS_TOKENS, budget=budget):
+            rows = [idx[g] for g in group]
+            for i, got in zip(rows, _absorb_pass([engines[i] for i in rows], [engrams[i] for i in rows],
+                                                 [turns[i] for i in rows])):
+                out[i] = got
+    return out
+
+
+def _slots(engram) -> int:
+    return 0 if engram is None else engram.shape[0]
+
+
+@dataclass
+class Answered:
+    reply: str
+    prompt_tokens: int  # what the model was fed: the reader's layout of engram and text
+    seconds: float  # the pass's wall time shared evenly by its rows
+    target_nll: tuple[float, int] | None = None  # (sum of -log p, tokens) of the given target, if any
+
+
 @torch.inference_mode()
-def answer_many(engine: Engine, engrams: list, texts: list[str], *, max_new_tokens: int = 24) -> list[str]:
-    """Greedy replies for many (engram, user text) rows at once; memory is not updated."""
-    tok = engine.tokenizer
-    for eng, t in zip(engrams, texts):
-        engine.check_fits(eng, chat_ids(tok, t), max_new_tokens)
-    placements = [engine.place(eng, t) for eng, t in zip(engrams, texts)]
-    embeds, mask, offsets = _padded(engine, placements, left=True)  # every row's next token at one column
+def _answer_pass(engines: list[Engine], placements: list[Placement], targets: list, max_new_tokens: int):
+    """Greedy replies of left-padded placements; with targets, their teacher-forced NLL first."""
+    started = time.perf_counter()
+    model, tok = engines[0].model, engines[0].tokenizer
+    embeds, mask, offsets = _padded(engines, placements, left=True)  # every row's next token at one column
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     stop = {end_id(tok)} | ({tok.eos_token_id} - {None})
-    with engine.writing(_writes(placements, offsets), engine.depth):
-        out = engine.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+    with _writing(engines, placements, offsets):
+        out = forward_keeping(model, 1, inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                              use_cache=True)
     cache, logits = _cache_of(out), out.logits[:, -1]
+    nlls = (_target_nlls(engines[0], cache, logits, mask, positions, targets) if any(targets)
+            else [None] * len(targets))
     done = torch.zeros(len(placements), dtype=torch.bool, device=embeds.device)
     replies: list[list[int]] = [[] for _ in placements]
     for _ in range(max_new_tokens):
@@ -88,7 +197,51 @@ def answer_many(engine: Engine, engrams: list, texts: list[str], *, max_new_toke
             break
         mask = torch.cat([mask, mask.new_ones((len(placements), 1))], dim=1)
         positions = positions[:, -1:] + 1
-        out = engine.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, use_cache=True,
-                           **{engine._cache_arg: cache})
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, use_cache=True,
+                    **{engines[0]._cache_arg: cache})
         cache, logits = _cache_of(out), out.logits[:, -1]
-    return [tok.decode(r, skip_special_tokens=True) for r in replies]
+    share = round((time.perf_counter() - started) / len(placements), 3)
+    return [Answered(tok.decode(r, skip_special_tokens=True), len(p.ids), share, n)
+            for r, p, n in zip(replies, placements, nlls)]
+
+
+def _target_nlls(engine: Engine, cache, logits, mask, positions, targets: list) -> list:
+    """(sum -log p, n) of each row's target after its prompt: the prompt's last logits score the first
+    token, one step over all targets (right-padded) the rest; the cache is cropped back after."""
+    width = max(len(t) for t in targets if t)
+    ids = torch.tensor([(t or []) + [0] * (width - len(t or [])) for t in targets], device=mask.device)
+    out = engine.model(input_ids=ids, attention_mask=torch.cat([mask, mask.new_ones(ids.shape)], dim=1),
+                       position_ids=positions[:, -1:] + 1 + torch.arange(width, device=mask.device),
+                       use_cache=True, **{engine._cache_arg: cache})
+    cache.crop(-width)
+    lp = torch.log_softmax(torch.cat([logits[:, None], out.logits[:, :-1]], dim=1).float(), dim=-1)
+    return [None if not t else (float(-lp[i, torch.arange(len(t)), torch.tensor(t)].sum()), len(t))
+            for i, t in enumerate(targets)]
+
+
+def answer_many(engine: Engine, engrams: list, texts: list[str], *, max_new_tokens: int = 24) -> list[str]:
+    """Greedy replies for many (engram, user text) rows at once; memory is not updated."""
+    engines = _engines(engine, len(texts))
+    for e, eng, t in zip(engines, engrams, texts):
+        e.check_fits(eng, chat_ids(e.tokenizer, t), max_new_tokens)
+    placements = [e.place(eng, t) for e, eng, t in zip(engines, engrams, texts)]
+    return [a.reply for a in _answer_pass(engines, placements, [None] * len(texts), max_new_tokens)]
+
+
+def answer_rows(engines: list[Engine], engrams: list, texts: list[str], *, max_new_tokens: int = 24,
+                targets: list | None = None) -> list[Answered]:
+    """answer_many for rows of several engines, in passes of similar prompt length. targets: per row
+    the token ids whose teacher-forced NLL to measure after the prompt (None: none); the caller
+    checks they fit the context window beside the prompt."""
+    engines = _engines(engines, len(texts))
+    targets = targets or [None] * len(texts)
+    for e, eng, t, tgt in zip(engines, engrams, texts, targets):
+        e.check_fits(eng, chat_ids(e.tokenizer, t), max(max_new_tokens, len(tgt or [])))
+    placements = [e.place(eng, t) for e, eng, t in zip(engines, engrams, texts)]
+    out: list = [None] * len(texts)
+    for group in rows_by_length([p.prompt_len for p in placements], per_pass=max_new_tokens * DECODE_STEP_TOKENS):
+        got = _answer_pass([engines[i] for i in group], [placements[i] for i in group],
+                           [targets[i] for i in group], max_new_tokens)
+        for i, a in zip(group, got):
+            out[i] = a
+    return out

@@ -32,3 +32,82 @@ def test_answer_many_equals_run_turn_per_row(tiny_lm, recipe):
     single = [eng.run_turn(e, t, max_new_tokens=6, repetition_penalty=1.0, update=False).reply
               for e, t in zip(engrams, texts)]
     assert batched == single
+
+
+MIXED = ["seed", "centred", "deep", "deep-framed", "select-framed", "select-deep"]  # both depths, both writers
+
+
+@pytest.fixture()
+def mixed_engines(tiny_lm):
+    return [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in MIXED]
+
+
+def _spy(monkeypatch, name):
+    """Record the recipes of every pass the batch module runs through `name`."""
+    import companion.batch as B
+
+    passes, real = [], getattr(B, name)
+
+    def spy(engines, *args, **kwargs):
+        passes.append([e.config.recipe for e in engines])
+        return real(engines, *args, **kwargs)
+
+    monkeypatch.setattr(B, name, spy)
+    return passes
+
+
+def test_absorb_rows_of_several_recipes_equal_absorb_and_turn_states(mixed_engines, monkeypatch):
+    from companion.batch import absorb_rows
+
+    passes = _spy(monkeypatch, "_absorb_pass")
+    torch.manual_seed(3)
+    rows = []  # (engine, engram, turn)
+    turns = [("hi", "hello"), ("a much longer message about the garden and the bees", "ok"), ("x", "a reply here")]
+    for e in mixed_engines:
+        for j, turn in enumerate(turns):
+            rows.append((e, None if j == 0 else torch.randn(4 - j + 1, e.width).abs(), turn))
+    got = absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    for (e, engram, (u, r)), (new, states) in zip(rows, got):
+        assert torch.allclose(new, e.absorb(engram, u, r).engram, atol=1e-5, rtol=1e-4), e.config.recipe
+        assert torch.allclose(states, e.turn_states(engram, u, r), atol=1e-5, rtol=1e-4), e.config.recipe
+    # the rows really shared passes: recipes of both depths together, surprise writers apart from the others
+    assert len(passes) < len(MIXED) and any({"seed", "deep"} <= set(p) for p in passes)
+    for p in passes:
+        assert len({r.startswith("select") for r in p}) == 1
+
+
+def test_answer_rows_of_several_recipes_equal_run_turn_and_answer_nll(mixed_engines, monkeypatch):
+    from companion.batch import answer_rows
+    from companion.harness.nll import nll_one
+
+    passes = _spy(monkeypatch, "_answer_pass")
+    torch.manual_seed(4)
+    texts = ["what is my name?", "where do I live, and with whom do I live there?", "pet?"]
+    rows = [(e, None if j == 0 else torch.randn(4, e.width), t) for e in mixed_engines for j, t in enumerate(texts)]
+    answer = "Berlin, with my sister"
+    targets = [e.tokenizer(answer, add_special_tokens=False)["input_ids"] if i % 2 else None
+               for i, (e, _, _) in enumerate(rows)]
+    got = answer_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], max_new_tokens=5,
+                      targets=targets)
+    for (e, engram, text), target, a in zip(rows, targets, got):
+        assert a.reply == e.run_turn(engram, text, max_new_tokens=5, repetition_penalty=1.0, update=False).reply
+        assert a.prompt_tokens == len(e.place(engram, text).ids)
+        if target is None:
+            assert a.target_nll is None
+        else:
+            total, n = a.target_nll
+            assert n == len(target)
+            assert total / n == pytest.approx(nll_one(e, engram, text, answer)["nll"], abs=1e-4)
+    assert len(passes) == 1 and set(passes[0]) == set(MIXED)  # short prompts: one pass for all
+
+
+def test_rows_by_length_keeps_short_rows_apart_from_long_ones_and_within_budget():
+    from companion.batch import rows_by_length
+
+    lengths = [80, 1500, 85, 140, 1450, 90, 145, 30]
+    passes = rows_by_length(lengths, per_pass=200)
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+    assert {1, 4} in [set(p) for p in passes] and not any({0, 1} <= set(p) for p in passes)
+    assert rows_by_length(lengths, per_pass=10 ** 6) == [sorted(range(8), key=lambda i: lengths[i])]  # one pass
+    for p in rows_by_length(lengths, per_pass=10 ** 6, budget=3000):
+        assert len(p) == 1 or len(p) * max(lengths[i] for i in p) <= 3000

@@ -132,6 +132,9 @@ def _same_records(one, many):
             assert {m: x["reply"] for m, x in pa["answers"].items()} == {m: x["reply"] for m, x in pb["answers"].items()}
             assert {m: x["prompt_tokens"] for m, x in pa["answers"].items()} == \
                    {m: x["prompt_tokens"] for m, x in pb["answers"].items()}
+            for key in ("same_prompt_as", "error"):  # the same rows reused, the same rows refused
+                assert {m: x.get(key) for m, x in pa["answers"].items()} == \
+                       {m: x.get(key) for m, x in pb["answers"].items()}
             for m, x in pa["answers"].items():
                 assert pb["answers"][m]["nll"] == pytest.approx(x["nll"], abs=2e-3), m
             assert set(pa["diagnostics"]) == set(pb["diagnostics"])
@@ -168,9 +171,31 @@ def test_two_recipes_in_one_run_have_their_own_rows_and_batch_equals_one_at_a_ti
     for row in ("engram:seed", "foreign:select-deep", "engram+retrieval:select-deep"):
         assert f"| {row} |" in table
     assert "recipe select-deep" in table
-    # the lockstep path (absorb_many / answer_many / nll_many per recipe) gives the same records
+    # the lockstep path (batch.absorb_rows / answer_rows over all recipes) gives the same records
     many = run(engines, settings, 2, tmp_path / "many", pool=pool, progress=False, batch=2)
     _same_records(one, many)
+
+
+def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_records(tiny_lm, pool, tmp_path,
+                                                                                    monkeypatch):
+    """Rows of recipes at both depths, with and without surprise, answered and lived in shared passes."""
+    import companion.batch as B
+
+    recipes = ("seed", "deep-framed", "select-framed", "select-deep")
+    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in recipes]
+    settings = RunSettings(seed=6, cycles=[0, 2], max_new_tokens=3)
+    one = run(engines, settings, 2, tmp_path / "one", pool=pool, progress=False)
+    passes, real = [], B._answer_pass
+
+    def spy(engs, *args, **kwargs):
+        passes.append({e.config.recipe for e in engs})
+        return real(engs, *args, **kwargs)
+
+    monkeypatch.setattr(B, "_answer_pass", spy)
+    many = run(engines, settings, 2, tmp_path / "many", pool=pool, progress=False, batch=2)
+    _same_records(one, many)
+    assert any(len(p) > 2 for p in passes)  # one pass answered rows of several recipes
+    assert len(passes) < len(mode_rows(MODE_NAMES, recipes)) * len(settings.cycles)
 
 
 def test_resume_with_another_recipe_list_is_refused(tiny_lm, pool, tmp_path):

@@ -1,89 +1,89 @@
 """Many degradation trials lived side by side: the harness's throughput path.
 
-The trials' sessions (each trial's own and its foreign twin, per recipe) take
-their turns together, one `absorb_many` pass per recipe and step, and the
-questions of every trial for a mode row are answered with one `answer_many`
-call (and their answer NLLs measured with one `nll_many` call). The records
-equal what `Trial.run` gives one trial at a time (the batched primitives are
-tested equal to the one-at-a-time ones).
+Every session of every trial and recipe (each trial's own and its foreign
+twin) takes its turn in one `batch.absorb_rows` call per step, and at a
+checkpoint every row of every trial still to be asked goes to one
+`batch.answer_rows` call, which also scores the correct answer's NLL from each
+prompt's KV cache. Rows of different recipes and modes share forward passes
+there, grouped by length: on a CPU a decode step for 60 rows costs about 2.5
+times one for 6 (reading the weights dominates), so answering mode row by mode
+row (31 rows for nine recipes) paid for each step far more often than needed. The records equal what `Trial.run` gives one trial at a time (the
+batched primitives are tested equal to the one-at-a-time ones).
 """
 
 from __future__ import annotations
 
-import time
-
-from ..batch import absorb_many, answer_many
+from ..batch import absorb_rows, answer_rows
 from ..cycle import InputTooLongError, chat_ids
 from ..modes import Memory, with_context
-from .trial import ACK, Trial
-from .nll import nll_many, nll_one
+from .nll import nll_one, nll_record, scored_target
 from .scoring import is_correct
+from .summary import first_position_share
+from .trial import ACK, Trial
 
 
 def _live_all(trials: list[Trial], mems: list[dict], foreigns: list[dict], own: list[tuple[str, str]],
               other: list[tuple[str, str]]) -> list[dict]:
-    """One step for every session of every recipe; returns per trial recipe -> (previous engram, user, reply)."""
-    lasts: list[dict] = [{} for _ in trials]
-    turns = own + other
+    """One step for every session of every recipe; returns per trial recipe -> the position-0 shares of
+    its own session's turn, taken from this pass's states (Trial.diagnostics would run it again)."""
+    jobs = []  # (recipe, engine, session, turn, trial index of an own session)
     for r, engine in trials[0].engines.items():
-        sessions = [m[r] for m in mems] + [f[r] for f in foreigns]
-        prevs = [s.engram for s in sessions]
-        for s, turn, e in zip(sessions, turns, absorb_many(engine, prevs, turns)):
-            s.turns.append(turn)
-            s.engram = e
-        for ti in range(len(trials)):
-            lasts[ti][r] = (prevs[ti], *own[ti])
-    return lasts
+        jobs += [(r, engine, m[r], turn, ti) for ti, (m, turn) in enumerate(zip(mems, own))]
+        jobs += [(r, engine, f[r], turn, None) for f, turn in zip(foreigns, other)]
+    got = absorb_rows([j[1] for j in jobs], [j[2].engram for j in jobs], [j[3] for j in jobs])
+    shares: list[dict] = [{} for _ in trials]
+    for (r, engine, session, turn, ti), (engram, states) in zip(jobs, got):
+        session.turns.append(turn)
+        session.engram = engram
+        if ti is not None:
+            shares[ti][r] = first_position_share(states, engine.config.slots)
+    return shares
 
 
-def _answer(t: Trial, name: str, reply: str, prompt_tokens, seconds: float, k: int, key, nll: dict) -> dict:
-    if key in t._asked:  # two rows of one trial with the same prompt in this batch
-        return {**t._asked[key][1], "seconds": 0.0, "same_prompt_as": t._asked[key][0]}
-    a = {"reply": reply, "correct": is_correct(reply, t.fact.answer, t.fact.aliases),
-         "prompt_tokens": prompt_tokens, "seconds": seconds, **nll}
-    t._asked[key] = (f"k={k}/{name}", a)
-    return a
-
-
-def _probe_all(trials: list[Trial], k, mems, foreigns, firsts, lasts, on_ask) -> list[dict]:
+def _probe_all(trials: list[Trial], k, mems, foreigns, firsts, shares, on_ask) -> list[dict]:
     answers: list[dict] = [{} for _ in trials]
-    rows = []  # (trial index, row, engram, text, key, prompt tokens)
+    asked = []  # (trial index, row, key, engine, engram, text, target, refused NLL record)
+    first_asker: list[dict] = [{} for _ in trials]  # prompt key -> first row asking it at this k
     for ti, t in enumerate(trials):
         for row in t.rows:
             p, key = t.prompt(row, mems[ti], foreigns[ti])
-            if t.reused(key, answers[ti], row.name):
-                on_ask()
+            if key in t._asked or key in first_asker[ti]:  # filled in below, once the first is answered
                 continue
             engine = t.engines[t.recipe_of(row)]
             text = with_context(p.context, t.fact.question)
-            ids = chat_ids(engine.tokenizer, text)
             try:
-                engine.check_fits(p.engram, ids, t.s.max_new_tokens)
+                engine.check_fits(p.engram, chat_ids(engine.tokenizer, text), t.s.max_new_tokens)
             except InputTooLongError as exc:  # scored as wrong, and the error is kept
                 nll = nll_one(engine, p.engram, text, t.fact.answer) if t.s.nll else {}
-                answers[ti][row.name] = {**_answer(t, row.name, "", None, 0.0, k, key, nll), "error": str(exc)}
-                t._asked[key] = (f"k={k}/{row.name}", answers[ti][row.name])
-                on_ask()
+                _keep(t, answers[ti], row.name, k, key, "", None, 0.0, nll, error=str(exc))
                 continue
-            # what the model is fed: the recipe's layout of engram and text (slots, frame, input)
-            rows.append((ti, row, p.engram, text, key, len(engine.place(p.engram, text).ids)))
-    # One batch per row: prompts of a row have similar lengths, so little is spent on padding
-    # (a 70-token engram prompt padded to a 1,500-token transcript would cost 20x).
-    for name in dict.fromkeys(r[1].name for r in rows):
-        group = [r for r in rows if r[1].name == name]
-        t0 = trials[0]
-        engine = t0.engines[t0.recipe_of(group[0][1])]
-        started = time.perf_counter()
-        replies = answer_many(engine, [r[2] for r in group], [r[3] for r in group], max_new_tokens=t0.s.max_new_tokens)
-        share = round((time.perf_counter() - started) / len(group), 3)  # the batch's time, split evenly
-        nlls = (nll_many(engine, [r[2] for r in group], [r[3] for r in group],
-                         [trials[r[0]].fact.answer for r in group]) if t0.s.nll else [{} for _ in group])
-        for (ti, row, _e, _text, key, prompt_tokens), reply, nll in zip(group, replies, nlls):
-            answers[ti][row.name] = _answer(trials[ti], row.name, reply, prompt_tokens, share, k, key, nll)
+            target, refused = scored_target(engine, p.engram, text, t.fact.answer) if t.s.nll else (None, {})
+            first_asker[ti][key] = row.name
+            asked.append((ti, row, key, engine, p.engram, text, target, refused))
+    got = answer_rows([a[3] for a in asked], [a[4] for a in asked], [a[5] for a in asked],
+                      max_new_tokens=trials[0].s.max_new_tokens, targets=[a[6] for a in asked])
+    for (ti, row, key, _e, _g, _t, target, refused), a in zip(asked, got):
+        nll = nll_record(*a.target_nll) if target else refused
+        _keep(trials[ti], answers[ti], row.name, k, key, a.reply, a.prompt_tokens, a.seconds, nll)
+    out = []
+    for ti, t in enumerate(trials):
+        for row in t.rows:  # rows whose prompt an earlier row (or checkpoint) asked: its answer again
+            if row.name not in answers[ti]:
+                t.reused(t.prompt(row, mems[ti], foreigns[ti])[1], answers[ti], row.name)
             on_ask()
-    return [{"k": k, "answers": {r.name: answers[ti][r.name] for r in t.rows},
-             "diagnostics": t.diagnostics(mems[ti], foreigns[ti], firsts[ti], lasts[ti])}
-            for ti, t in enumerate(trials)]
+        out.append({"k": k, "answers": {r.name: answers[ti][r.name] for r in t.rows},
+                    "diagnostics": t.diagnostics(mems[ti], foreigns[ti], firsts[ti], shares=shares[ti])})
+    return out
+
+
+def _keep(t: Trial, answers: dict, name: str, k, key, reply: str, prompt_tokens, seconds: float, nll: dict,
+          error: str | None = None) -> None:
+    a = {"reply": reply, "correct": is_correct(reply, t.fact.answer, t.fact.aliases),
+         "prompt_tokens": prompt_tokens, "seconds": seconds, **nll}
+    if error:
+        a["error"] = error
+    answers[name] = a
+    t._asked[key] = (f"k={k}/{name}", a)
 
 
 def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
@@ -91,17 +91,17 @@ def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
     recipes = trials[0].recipes
     mems = [{r: Memory() for r in recipes} for _ in trials]
     foreigns = [{r: Memory() for r in recipes} for _ in trials]
-    lasts = _live_all(trials, mems, foreigns, [(t.fact.statement, ACK) for t in trials],
-                      [(t.foreign_fact.statement, ACK) for t in trials])
+    shares = _live_all(trials, mems, foreigns, [(t.fact.statement, ACK) for t in trials],
+                       [(t.foreign_fact.statement, ACK) for t in trials])
     firsts = [{r: m[r].engram for r in recipes} for m in mems]
     s = trials[0].s
     checkpoints, kmax = set(s.cycles), max(s.cycles)
     probes: list[list[dict]] = [[] for _ in trials]
     for i in range(kmax + 1):
         if i in checkpoints:
-            for ti, p in enumerate(_probe_all(trials, i, mems, foreigns, firsts, lasts, on_ask)):
+            for ti, p in enumerate(_probe_all(trials, i, mems, foreigns, firsts, shares, on_ask)):
                 probes[ti].append(p)
         if i < kmax:
-            lasts = _live_all(trials, mems, foreigns, [t.distractors[i] for t in trials],
-                              [t.foreign_distractors[i] for t in trials])
+            shares = _live_all(trials, mems, foreigns, [t.distractors[i] for t in trials],
+                               [t.foreign_distractors[i] for t in trials])
     return [t.record(probes[ti]) for ti, t in enumerate(trials)]

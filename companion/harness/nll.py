@@ -9,6 +9,8 @@ question)`; the answer's tokens follow the assistant header.
     nll_one(engine, engram, text, answer)      Engine.answer_nll -> {"nll": mean nats per token, "nll_tokens": n}
     nll_many(engine, engrams, texts, answers)  the same for many rows in one left-padded forward
     nll_shared(engine, texts, answers)         rows without an engram sharing a long text prefix: its KV once
+    scored_target / nll_record                 for callers scoring answers inside their own pass
+                                               (batch.answer_rows' targets)
     mean_ci(xs)                                {"mean", "sd", "n", "low", "high"}: mean ± 1.96 sd / sqrt(n)
 
 "nll" is None (with "nll_error") when the answer has no tokens or the prompt
@@ -21,7 +23,7 @@ import math
 
 import torch
 
-from ..batch import _padded, _writes
+from ..batch import _padded, _writing, forward_keeping
 from ..cycle import InputTooLongError, _cache_of, chat_ids
 from ..recipes.base import Placement
 
@@ -47,6 +49,18 @@ def _record(total: float, n: int) -> dict:
     return {"nll": round(total / n, 5), "nll_tokens": n}
 
 
+def scored_target(engine, engram, text: str, answer: str) -> tuple[list[int] | None, dict | None]:
+    """The answer's tokens to score after this prompt, or (None, the record of why it cannot be)."""
+    target = _target(engine, answer)
+    refused = _refused(engine, engram, text, target)
+    return (None, refused) if refused is not None else (target, None)
+
+
+def nll_record(total: float, n: int) -> dict:
+    """The record of a measured NLL: (sum over tokens, token count) -> {"nll": mean, "nll_tokens": n}."""
+    return _record(total, n)
+
+
 def nll_one(engine, engram, text: str, answer: str) -> dict:
     """Engine.answer_nll of one prompt, as a per-token mean."""
     refused = _refused(engine, engram, text, _target(engine, answer))
@@ -54,15 +68,6 @@ def nll_one(engine, engram, text: str, answer: str) -> dict:
         return refused
     total, n = engine.answer_nll(engram, text, answer)
     return _record(total, n)
-
-
-def _answer_logits(engine, embeds, mask, positions, keep: int) -> torch.Tensor:
-    """The last `keep` positions' logits (all of them where the model lacks logits_to_keep)."""
-    kw = dict(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
-    try:
-        return engine.model(**kw, logits_to_keep=keep).logits
-    except TypeError:
-        return engine.model(**kw).logits
 
 
 @torch.inference_mode()
@@ -79,11 +84,13 @@ def nll_many(engine, engrams: list, texts: list[str], answers: list[str]) -> lis
     if rows:
         placements = [p for _, p, _ in rows]
         # Left padding ends every row at the last column, so the answers' logits are the last few columns.
-        embeds, mask, offsets = _padded(engine, placements, left=True)
+        engines = [engine] * len(placements)
+        embeds, mask, offsets = _padded(engines, placements, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(n for _, _, n in rows) + 1
-        with engine.writing(_writes(placements, offsets), engine.depth):
-            logits = _answer_logits(engine, embeds, mask, positions, keep)
+        with _writing(engines, placements, offsets):
+            logits = forward_keeping(engine.model, keep, inputs_embeds=embeds, attention_mask=mask,
+                                     position_ids=positions, use_cache=False).logits
         for j, (i, p, n) in enumerate(rows):
             lp = torch.log_softmax(logits[j, -n - 1:-1].float(), dim=-1)
             tgt = torch.tensor(p.ids[-n:], device=lp.device)[:, None]

@@ -160,14 +160,20 @@ class Trial:
             on_ask()
         return {"k": k, "answers": answers, "diagnostics": self.diagnostics(mem, foreign, first, last)}
 
-    def diagnostics(self, mem: dict, foreign: dict, first: dict, last: dict) -> dict:
-        """recipe -> the engram's diagnostics on its state part (salience columns left out)."""
+    def diagnostics(self, mem: dict, foreign: dict, first: dict, last: dict | None = None,
+                    shares: dict | None = None) -> dict:
+        """recipe -> the engram's diagnostics on its state part (salience columns left out).
+
+        shares: recipe -> the last lived turn's position-0 shares where the caller kept them from the
+        lived pass; otherwise that turn (last: recipe -> previous engram, user, reply) runs again."""
         out = {}
         for r, engine in self.engines.items():
             cols = engine.writer.extra_columns
             e, e1, ef = (state_part(x, cols) for x in (mem[r].engram, first[r], foreign[r].engram))
-            states = engine.turn_states(*last[r])  # the last lived turn again, for the position-0 share
-            share_turn, share_slot = first_position_share(states, engine.config.slots)
+            if shares is not None:
+                share_turn, share_slot = shares[r]
+            else:
+                share_turn, share_slot = first_position_share(engine.turn_states(*last[r]), engine.config.slots)
             out[r] = {"cos_first": _cosine(e, e1), "cos_foreign": _cosine(e, ef), "norm": E.mean_row_norm(e),
                       "effective_rank": E.effective_rank(e), "pos0_share_turn": share_turn,
                       "pos0_share_slot0": share_slot}
