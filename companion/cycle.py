@@ -58,7 +58,8 @@ class Engine:
     (companion.recipes.writers); the engine only runs the model.
     """
 
-    def __init__(self, lm: LanguageModel, config: EngramConfig):
+    def __init__(self, lm: LanguageModel, config: EngramConfig, *, fixed: dict[str, torch.Tensor] | None = None):
+        """fixed: the recipe's fixed tensors given directly instead of built (a writer being trained)."""
         config.check_model(lm.num_layers)
         self.lm = lm
         self.model, self.tokenizer = lm.model, lm.tokenizer
@@ -69,7 +70,7 @@ class Engine:
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.config = config
-        self.fixed = {name: build(self) for name, build in self.recipe.fixed.items()}
+        self.fixed = dict(fixed) if fixed is not None else {name: build(self) for name, build in self.recipe.fixed.items()}
         digest = fixed_hash(self.fixed)
         if config.fixed and config.fixed != digest:
             raise ConfigError(f"recipe {config.recipe!r}'s fixed tensors on this model hash to {digest[:12]}, but the "

@@ -38,27 +38,29 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3].rsplit(" ", 1)[0] + "..."
 
 
+def conversation_turns(file: Path) -> list[tuple[str, str]]:
+    """(user, reply) turns of one LoCoMo conversation file: consecutive lines by different speakers."""
+    data = json.loads(Path(file).read_text())
+    turns: list[tuple[str, str]] = []
+    n = 1
+    while f"session_{n}" in data or f"session_{n}_date_time" in data:
+        lines = [x for x in data.get(f"session_{n}", []) if x.get("text")]
+        i = 0
+        while i + 1 < len(lines):
+            a, b = lines[i], lines[i + 1]
+            if a.get("speaker") != b.get("speaker"):
+                turns.append((_clip(a["text"]), _clip(b["text"])))
+                i += 2
+            else:
+                i += 1
+        n += 1
+    return turns
+
+
 def locomo_conversations(path: Path) -> list[list[tuple[str, str]]]:
     """One list of (user, reply) turns per LoCoMo conversation file, in dialogue order."""
-    convs = []
-    for file in sorted(Path(path).glob("*.json")):
-        data = json.loads(file.read_text())
-        turns: list[tuple[str, str]] = []
-        n = 1
-        while f"session_{n}" in data or f"session_{n}_date_time" in data:
-            lines = [x for x in data.get(f"session_{n}", []) if x.get("text")]
-            i = 0
-            while i + 1 < len(lines):
-                a, b = lines[i], lines[i + 1]
-                if a.get("speaker") != b.get("speaker"):
-                    turns.append((_clip(a["text"]), _clip(b["text"])))
-                    i += 2
-                else:
-                    i += 1
-            n += 1
-        if turns:
-            convs.append(turns)
-    return convs
+    convs = [conversation_turns(file) for file in sorted(Path(path).glob("*.json"))]
+    return [c for c in convs if c]
 
 
 def generated_conversations(count: int = 3, length: int = 120, seed: int = 0) -> list[list[tuple[str, str]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import Recipe, register
 from .fixed import mean_state
 from .readers import FramedReader, PrefixReader
+from .trained import Anchored, fixed_builders
 from .writers import ChunkMean, Select
 
 register(Recipe("seed", "the seeds' recipe: 32 chunk means of engram+turn, scaled to the embedding norm, "
@@ -35,3 +36,7 @@ register(Recipe("select-deep", "the 32 most surprising token states of engram+tu
                 "written back at layer L inside the user message", SELECT, FramedReader(at_layer=True)))
 register(Recipe("select-sticky", "select-deep giving up at most 2 slots a turn: older facts held longer, new ones "
                 "enter slower", Select(decay=1.0, per_turn=2), FramedReader(at_layer=True)))
+# The trained writer (companion.recipes.trained; trained by scripts/train_engram.py, the model frozen).
+register(Recipe("select-trained", "select-sticky's token states re-weighted by a trained attention (the model "
+                "frozen; shipped weights pinned by sha256), written back at layer L inside the user message",
+                Anchored(), FramedReader(at_layer=True), fixed=fixed_builders()))

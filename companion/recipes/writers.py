@@ -67,27 +67,42 @@ class Select:
     extra_columns: int = 1
     fills_gradually: bool = True  # a short first turn leaves slots empty until later turns fill them
 
-    def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
-        p, states = w.placement, w.states.float()
+    def competitors(self, w: Written) -> list[int]:
+        """Positions of the turn's own tokens that may enter the engram (no sinks, slots or template)."""
+        p, states = w.placement, w.states
         sinks = set(sink_positions(states))
         end = p.user_end if (self.user_only and p.user_end is not None) else states.shape[0]
-        cands = [i for i in range(p.content, end) if i not in sinks and i not in set(p.slots)]
+        return [i for i in range(p.content, end) if i not in sinks and i not in set(p.slots)]
+
+    def cap(self, positions: list[int], surprise, old_n: int, slots: int) -> list[int]:
+        """The most surprising of `positions` a turn may bring in, in text order: empty slots fill
+        freely, a full engram yields at most per_turn a turn (so one turn cannot wipe the memory)."""
+        room = max(0, slots - old_n) + self.per_turn
+        if not self.per_turn or len(positions) <= room:
+            return list(positions)
+        return sorted(sorted(positions, key=lambda i: -float(surprise[i]))[:room])
+
+    def candidates(self, w: Written, slots: int) -> list[int]:
+        """Positions of the turn's tokens that compete with the old slots, in text order."""
         old_n = 0 if w.engram is None else w.engram.shape[0]
-        room = max(0, slots - old_n) + self.per_turn  # empty slots fill freely; full ones yield per_turn a turn
-        if self.per_turn and len(cands) > room:  # so one turn cannot wipe the memory
-            best = sorted(cands, key=lambda i: -float(w.surprise[i]))[:room]
-            cands = sorted(best)
-        vecs = [states[i] for i in cands]
-        sal = [float(w.surprise[i]) for i in cands]
-        order = list(range(len(cands)))  # text order, old slots first
-        if w.engram is not None and w.engram.shape[0]:
-            old = w.engram.float()
-            vecs = [old[j, :-1] for j in range(old.shape[0])] + vecs
-            sal = [float(old[j, -1]) * self.decay for j in range(old.shape[0])] + sal
-            order = list(range(len(vecs)))
+        return self.cap(self.competitors(w), w.surprise, old_n, slots)
+
+    def keep(self, old_salience: list[float], new_salience: list[float], slots: int) -> list[int]:
+        """Indices into old slots + new candidates of the N kept, in order (old first, then text order)."""
+        sal = [s * self.decay for s in old_salience] + list(new_salience)
+        return sorted(sorted(range(len(sal)), key=lambda i: -sal[i])[:slots])
+
+    def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
+        states = w.states.float()
+        cands = self.candidates(w, slots)
+        old = w.engram.float() if w.engram is not None else states.new_zeros((0, states.shape[1] + 1))
+        old_sal = old[:, -1].tolist()
+        new_sal = [float(w.surprise[i]) for i in cands]
+        vecs = [old[j, :-1] for j in range(old.shape[0])] + [states[i] for i in cands]
         if not vecs:
             return states.new_zeros((0, states.shape[1] + 1)).cpu()
-        top = sorted(sorted(order, key=lambda i: -sal[i])[:slots])  # the N most salient, kept in order
+        sal = [s * self.decay for s in old_sal] + new_sal
+        top = self.keep(old_sal, new_sal, slots)
         rows = [torch.cat([vecs[i], vecs[i].new_tensor([sal[i]])]) for i in top]
         return torch.stack(rows).cpu()
 

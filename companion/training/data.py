@@ -1,0 +1,57 @@
+"""The training set: turns (talk and planted facts) and the episode samplers over them.
+
+    data = build_data(seed=0, facts=400, talk=800)
+    data.turns          [(user, reply)] talk first, then one turn per fact
+    data.train, data.val EpisodeSamplers (val: the HELD_OUT fact templates only)
+    data.firsts         turns that may open an episode (laid out with no engram)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .corpus import chitchat_turns, locomo_turns
+from .episodes import EpisodeSampler
+from .facts import ACKS, make_train_fact
+
+
+@dataclass
+class TrainingData:
+    turns: list[tuple[str, str]]
+    train: EpisodeSampler
+    val: EpisodeSampler
+    firsts: set[int]
+
+
+def build_data(*, seed: int, facts: int, talk: int, val_facts: int = 48, locomo=None,
+               chitchat=None, talk_runs: list[list[tuple[str, str]]] | None = None) -> TrainingData:
+    """Deterministic in its arguments. talk_runs replaces the corpora (tests use small generated talk)."""
+    rng = random.Random(f"data:{seed}")
+    if talk_runs is None:
+        runs = chitchat_turns(talk, rng, chitchat)
+        conv = locomo_turns(locomo)
+        runs += [conv[i:i + 40] for i in range(0, min(len(conv), max(40, talk // 4)), 40)]
+    else:
+        runs = talk_runs
+    turns: list[tuple[str, str]] = []
+    talk_idx = []
+    for run in runs:
+        talk_idx.append(list(range(len(turns), len(turns) + len(run))))
+        turns += run
+
+    def planted(n: int, held_out: bool) -> list[tuple[int, object]]:
+        out = []
+        for _ in range(n):
+            fact = make_train_fact(rng, held_out=held_out)
+            out.append((len(turns), fact))
+            turns.append((fact.statement, rng.choice(ACKS)))
+        return out
+
+    train_facts, val_facts_ = planted(facts, False), planted(val_facts, True)
+    # Any turn can open an episode's life: facts always, talk from the runs' starts and a sample.
+    openers = {i for i, _ in train_facts + val_facts_}
+    for run in talk_idx:
+        openers.update(run[: min(3, len(run))])
+    return TrainingData(turns, EpisodeSampler(train_facts, talk_idx), EpisodeSampler(val_facts_, talk_idx, 0.0),
+                        openers)

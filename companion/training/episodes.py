@@ -1,0 +1,82 @@
+"""Training episodes: a few turns lived, then one question the engram alone must answer.
+
+An episode is a list of turns (indices into the training turns: chit-chat,
+conv-26 and planted-fact statements), the prompt asked after the last one,
+and the target the model should produce. Two objectives:
+
+    qa     a planted fact, k turns of other talk (sometimes a second fact),
+           then its question; target: the answer
+    recon  the same life, then "repeat what I told you about <topic>";
+           target: the fact's statement (autoencoding through the engram)
+
+`k` follows a curriculum (Curriculum.k_max): one turn, then 2, 4, and more.
+Everything is drawn from random.Random(f"{seed}:{step}") so a resumed run
+draws what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+RECON_PROMPT = "What did I tell you about myself earlier? Repeat it word for word."
+
+
+@dataclass(frozen=True)
+class Episode:
+    turns: tuple[int, ...]  # indices into the training turns, in order; the first is laid out as a first turn
+    prompt: str
+    target: str
+    kind: str  # "qa" | "recon"
+    k: int  # turns lived after the fact
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """k_max by progress: 1 turn of other talk, then 2, 4, 8 and the full range."""
+
+    steps: int
+    stages: tuple[tuple[float, int], ...] = ((0.1, 1), (0.25, 2), (0.45, 4), (0.7, 8), (1.01, 20))
+
+    def k_max(self, step: int) -> int:
+        frac = step / max(1, self.steps)
+        return next(k for until, k in self.stages if frac < until)
+
+
+class EpisodeSampler:
+    """Draws episodes from fact turns (with their Fact) and talk turns (runs of a conversation).
+
+    facts: [(turn index, Fact)]; talk: runs of consecutive turn indices.
+    """
+
+    def __init__(self, facts: list[tuple[int, object]], talk: list[list[int]], recon_share: float = 0.25):
+        self.facts, self.talk, self.recon_share = facts, talk, recon_share
+
+    def _talk(self, rng: random.Random, n: int, *, opening: bool = False) -> list[int]:
+        run = rng.choice(self.talk)
+        start = 0 if opening else rng.randrange(len(run))  # a session opens with a conversation's start
+        out = [run[(start + i) % len(run)] for i in range(n)]
+        if n > len(run):  # long lives cross into another conversation
+            out = out[: len(run)] + self._talk(rng, n - len(run))
+        return out
+
+    def draw(self, rng: random.Random, k_max: int) -> Episode:
+        return self.draw_at(rng, rng.randint(0, k_max))
+
+    def draw_at(self, rng: random.Random, k: int) -> Episode:
+        """An episode with exactly k turns after the fact."""
+        fact_turn, fact = rng.choice(self.facts)
+        before = self._talk(rng, rng.choice([0, 0, 1, 2]), opening=True)  # the fact is not always the session's first turn
+        after = self._talk(rng, k) if k else []
+        if after and rng.random() < 0.3:  # a second fact competes for the slots
+            other_turn, other = rng.choice(self.facts)
+            if other.template != fact.template:
+                after[rng.randrange(len(after))] = other_turn
+        turns = tuple(before + [fact_turn] + after)
+        if rng.random() < self.recon_share:
+            return Episode(turns, RECON_PROMPT, fact.statement, "recon", k)
+        return Episode(turns, fact.question, fact.answer, "qa", k)
+
+    def batch(self, seed: int, step: int, size: int, k_max: int) -> list[Episode]:
+        rng = random.Random(f"{seed}:{step}")
+        return [self.draw(rng, k_max) for _ in range(size)]

@@ -1,0 +1,165 @@
+"""Training the writer with the language model frozen.
+
+One step: draw episodes, roll each one's engram through its turns with the
+recipe's own `roll` (gradients flow through every cycle back to the first
+turn), ask the episode's question with the engram written by the recipe's
+reader, and minimise the teacher-forced NLL of the target. Only the writer's
+parameters have requires_grad; the model's never change (a test checks bit
+identity).
+
+    trainer = Trainer(engine, bank, data, seed=0, steps=600)
+    trainer.train_step() -> {"step", "loss", "qa", "recon", "k_max"}
+    trainer.save(path) / Trainer.resume(path, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ..batch import _padded
+from ..config import ConfigError
+from ..recipes.base import Placement
+from ..recipes.trained import PARAMS, init_params
+from .episodes import Curriculum, Episode
+
+RECON_TARGET_TOKENS = 24  # a statement is cut here: the engram need not hold a whole paragraph
+
+
+def answer_losses(engine, engrams: list, prompts: list[str], targets: list[str]) -> torch.Tensor:
+    """[B] per-token NLL of each target after its prompt, the engram placed by the recipe's reader.
+
+    Differentiable in the engrams. Rows are left-padded so every target ends at the
+    last column, and logits are kept only for the target columns.
+    """
+    tok = engine.tokenizer
+    tgts = [tok(t, add_special_tokens=False)["input_ids"][:RECON_TARGET_TOKENS] for t in targets]
+    places = []
+    for e, prompt, tgt in zip(engrams, prompts, tgts):
+        p = engine.place(e, prompt)
+        places.append(Placement(p.ids + tgt, p.slots, p.vectors, p.depth, p.content))
+    embeds, mask, offsets = _padded([engine] * len(places), places, left=True)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    writes = [(i, [s + off for s in p.slots], p.vectors) for i, (p, off) in enumerate(zip(places, offsets))
+              if p.vectors is not None and p.slots]
+    keep = max(len(t) for t in tgts) + 1
+    with engine.writing(writes, engine.depth):
+        logits = engine.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
+                              logits_to_keep=keep).logits
+    out = []
+    for i, tgt in enumerate(tgts):
+        pred = logits[i, keep - 1 - len(tgt): keep - 1].float()
+        out.append(F.cross_entropy(pred, torch.tensor(tgt, device=pred.device)))
+    return torch.stack(out)
+
+
+class Trainer:
+    def __init__(self, engine, bank, data, *, seed: int, steps: int, batch: int = 8, lr: float = 3e-3,
+                 params: dict | None = None):
+        writer = engine.writer
+        if not hasattr(writer, "roll") or not engine.reader.depth_is_layer:
+            raise ConfigError(f"recipe {engine.config.recipe!r} is not trainable here: it needs a writer with "
+                              "parameters (roll) and a reader that writes at layer L")
+        for p in engine.model.parameters():
+            p.requires_grad_(False)
+        self.engine, self.bank, self.data, self.writer = engine, bank, data, writer
+        self.seed, self.steps, self.batch = seed, steps, batch
+        self.curriculum = Curriculum(steps)
+        start = params or init_params(engine.lm.hidden_size, seed=seed)
+        self.params = {n: start[n].detach().clone().float().to(engine.lm.device).requires_grad_(True) for n in PARAMS}
+        self.opt = torch.optim.Adam([self.params[n] for n in PARAMS], lr=lr)
+        self.step = 0
+
+    def engram_of(self, ep: Episode) -> torch.Tensor:
+        engram = None
+        for j, t in enumerate(ep.turns):
+            states, sur = self.bank.get(t, first=j == 0)
+            engram = self.writer.roll(engram, states.to(self.engine.lm.device), sur, self.engine.config.slots,
+                                      self.params)
+        return engram
+
+    def losses(self, episodes: list[Episode]) -> torch.Tensor:
+        return answer_losses(self.engine, [self.engram_of(e) for e in episodes], [e.prompt for e in episodes],
+                             [e.target for e in episodes])
+
+    def train_step(self) -> dict:
+        k_max = self.curriculum.k_max(self.step)
+        eps = self.data.train.batch(self.seed, self.step, self.batch, k_max)
+        losses = self.losses(eps)
+        loss = losses.mean()
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([self.params[n] for n in PARAMS], 1.0)
+        self.opt.step()
+        self.step += 1
+        by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in ("qa", "recon")}
+        return {"step": self.step, "loss": float(loss.detach()), "k_max": k_max,
+                **{kind: (sum(v) / len(v) if v else None) for kind, v in by.items()}}
+
+    @torch.no_grad()
+    def validate(self, ks=(1, 5, 10), per_k: int = 16) -> dict:
+        """Mean answer NLL of held-out-template facts after k turns (fixed episodes)."""
+        out = {}
+        for k in ks:
+            rng = random.Random(f"val:{self.seed}:{k}")
+            eps = [self.data.val.draw_at(rng, k) for _ in range(per_k)]
+            vals = []
+            for s in range(0, len(eps), self.batch):
+                vals += self.losses(eps[s:s + self.batch]).tolist()
+            out[str(k)] = sum(vals) / len(vals)
+        return out
+
+    # -- checkpoints: safetensors only --------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        tensors = {f"param.{n}": self.params[n].detach().cpu().contiguous() for n in PARAMS}
+        opt = self.opt.state_dict()
+        for idx, st in opt["state"].items():
+            for key, val in st.items():
+                tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
+        meta = {"step": str(self.step), "seed": str(self.seed), "steps": str(self.steps),
+                "param_groups": json.dumps(opt["param_groups"])}
+        return tensors, meta
+
+    def save(self, path) -> None:
+        from safetensors.torch import save_file
+
+        tensors, meta = self.state()
+        save_file(tensors, str(path), metadata=meta)
+
+    def load(self, path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            if int(meta["seed"]) != self.seed or int(meta["steps"]) != self.steps:
+                raise ConfigError(f"{path} is a run with seed {meta['seed']} and {meta['steps']} steps; "
+                                  f"this one has seed {self.seed} and {self.steps} steps: use another --out")
+            with torch.no_grad():
+                for n in PARAMS:
+                    self.params[n].copy_(f.get_tensor(f"param.{n}"))
+            state: dict = {}
+            for key in f.keys():
+                if key.startswith("opt."):
+                    _, idx, name = key.split(".", 2)
+                    state.setdefault(int(idx), {})[name] = f.get_tensor(key)
+        self.opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        self.step = int(meta["step"])
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {n: self.params[n].detach().cpu().contiguous() for n in PARAMS}
+
+
+def smooth(values: list[float], window: int = 20) -> list[float]:
+    """Trailing mean, for the loss curve.
+
+    >>> smooth([1.0, 3.0, 5.0], window=2)
+    [1.0, 2.0, 4.0]
+    """
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1): i + 1]
+        out.append(sum(part) / len(part))
+    return out

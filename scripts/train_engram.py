@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Train a recipe's writer with the language model frozen; resumable, deterministic for a seed.
+
+    python scripts/train_engram.py --recipe select-trained --steps 600 --seed 0 --out runs/train
+    python scripts/train_engram.py --minutes 20 --out runs/train-short      # stop at a time budget
+
+The turns' layer-L states are computed once (DIR/bank.safetensors), then each
+step rolls a batch of episodes through the writer and backpropagates the
+answer (and statement-reconstruction) NLL through the frozen model. Outputs in
+DIR: checkpoint.safetensors (resumes), history.jsonl, loss.png and
+weights.safetensors (the writer's parameters with the command in their
+metadata). To ship: copy weights.safetensors to
+companion/recipes/weights/select-trained.safetensors and record its sha256 in
+companion/recipes/trained.py (WEIGHTS_SHA256). Or try them without shipping:
+COMPANION_TRAINED_WEIGHTS=DIR/weights.safetensors scripts/degradation.py --recipe select-trained ...
+The number of steps decides the result: --minutes only stops early (the printed
+step count and `--steps N` reproduce what was saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+
+def _plot(history: list[dict], out: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no loss.png", file=sys.stderr)
+        return
+    from companion.training.loop import smooth
+
+    steps = [h for h in history if "loss" in h]
+    vals = [h for h in history if "val" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if steps:
+        ax.plot([h["step"] for h in steps], smooth([h["loss"] for h in steps]), label="train loss (20-step mean)")
+    for k in (vals[0]["val"] if vals else {}):
+        ax.plot([h["step"] for h in vals], [h["val"][k] for h in vals], marker="o", label=f"held-out answer NLL, k={k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("NLL (nats per token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="select-trained", help="a recipe with a trainable writer")
+    p.add_argument("--out", required=True, help="output folder (resumes what is there)")
+    p.add_argument("--model", default=None, help="model to load (default: the embedded SmolLM2-135M)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps (decides the curriculum and result)")
+    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this long")
+    p.add_argument("--batch", type=int, default=8, help="episodes per step")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--facts", type=int, default=300, help="planted training facts")
+    p.add_argument("--talk", type=int, default=400, help="chit-chat turns (plus part of conv-26)")
+    p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
+    p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    import torch
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from companion import EngramConfig, Engine, load_model
+    from companion.config import ConfigError
+    from companion.recipes.trained import init_params
+    from companion.settings import cache_dir
+    from companion.training import Trainer, TurnBank, build_data
+    from companion.training.corpus import CorpusError
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(shlex.quote(a) for a in ["scripts/train_engram.py", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        lm = load_model(args.model, cache_root=cache_dir())
+        config = EngramConfig(recipe=args.recipe)
+        engine = Engine(lm, config, fixed=init_params(lm.hidden_size, seed=args.seed))
+        data = build_data(seed=args.seed, facts=args.facts, talk=args.talk, locomo=args.data)
+        bank_path = out / "bank.safetensors"
+        bank = TurnBank.load(bank_path) if bank_path.is_file() else None
+        if bank is None or bank.turns != data.turns:
+            jobs = len(data.turns) + len(data.firsts)
+            with tqdm(total=jobs, desc="turn states", disable=args.no_progress, file=sys.stderr) as bar:
+                bank = TurnBank.build(engine, data.turns, data.firsts, progress=bar.update)
+            bank.save(bank_path)
+        trainer = Trainer(engine, bank, data, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr)
+        ckpt, hist_path = out / "checkpoint.safetensors", out / "history.jsonl"
+        if ckpt.is_file():
+            trainer.load(ckpt)
+            print(f"resumed at step {trainer.step}", file=sys.stderr)
+    except (ConfigError, CorpusError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    history = [json.loads(x) for x in hist_path.read_text().splitlines()] if hist_path.is_file() else []
+    history = [h for h in history if h.get("step", 0) <= trainer.step]
+
+    def log(rec: dict) -> None:
+        history.append(rec)
+        hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    if trainer.step == 0 and not any("val" in h for h in history):
+        log({"step": 0, "val": trainer.validate()})  # the untrained writer: (almost) select-sticky
+    started = time.perf_counter()
+    with tqdm(total=args.steps, initial=trainer.step, desc="training", disable=args.no_progress,
+              file=sys.stderr) as bar:
+        while trainer.step < args.steps:
+            rec = trainer.train_step()
+            log(rec)
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", k_max=rec["k_max"])
+            if trainer.step % args.eval_every == 0 or trainer.step == args.steps:
+                log({"step": trainer.step, "val": trainer.validate()})
+                trainer.save(ckpt)
+                _plot(history, out)
+            if args.minutes and time.perf_counter() - started > 60 * args.minutes:
+                print(f"time budget reached at step {trainer.step}", file=sys.stderr)
+                break
+    trainer.save(ckpt)
+    _plot(history, out)
+    meta = {"recipe": args.recipe, "seed": str(args.seed), "steps": str(trainer.step), "command": command,
+            "model": lm.name, "fingerprint": lm.fingerprint}
+    save_file(trainer.weights(), str(out / "weights.safetensors"), metadata=meta)
+    vals = [h for h in history if "val" in h]
+    print(json.dumps({"steps": trainer.step, "first_val": vals[0]["val"] if vals else None,
+                      "last_val": vals[-1]["val"] if vals else None}))
+    print(f"wrote {out}/weights.safetensors, checkpoint.safetensors, history.jsonl, loss.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The trained recipe and its training loop, on the tiny model (the real model only in scripts)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from companion.config import ConfigError, EngramConfig
+from companion.cycle import Engine
+from companion.harness.distractors import generated_conversations
+from companion.harness.facts import TEMPLATES
+from companion.recipes import trained as T
+from companion.recipes.base import Placement, Written
+from companion.recipes.writers import Select
+from companion.training import Trainer, TurnBank, build_data
+from companion.training.facts import TRAIN_TEMPLATES
+
+CONFIG = EngramConfig(layer=2, slots=8, recipe="select-trained")
+
+
+@pytest.fixture()
+def weights(tmp_path, monkeypatch):
+    """A weights file for the tiny model, used through the documented override."""
+    path = tmp_path / "w.safetensors"
+    save_file(T.init_params(64, seed=3), str(path))
+    monkeypatch.setenv(T.ENV, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_lm):
+    eng = Engine(tiny_lm, CONFIG, fixed=T.init_params(64, seed=0))
+    data = build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=generated_conversations(2, 6))
+    return eng, data, TurnBank.build(eng, data.turns, data.firsts)
+
+
+def _model_digest(model) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode() + t.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_with_a_huge_anchor_the_trained_writer_is_select_sticky():
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(9, 6, generator=g) * 5
+    sur = torch.tensor([0.0, 5.0, 1.0, 9.0, 2.0, 7.0, 3.0, 8.0, 0.5])
+    params = T.init_params(6, key_dim=4, seed=0, beta=1e4)
+    first = Written(states, Placement(ids=list(range(9)), content=1), sur)
+    a, s = T.Anchored().write(first, 4, params), Select(decay=1.0, per_turn=2).write(first, 4)
+    assert torch.allclose(a, s, atol=1e-4)
+    later = Written(states.flip(0), Placement(ids=list(range(9)), content=1), sur.flip(0) + 1, engram=s)
+    a2, s2 = T.Anchored().write(Written(later.states, later.placement, later.surprise, a), 4, params), \
+        Select(decay=1.0, per_turn=2).write(later, 4)
+    assert torch.allclose(a2, s2, atol=1e-3)
+    assert not torch.allclose(T.Anchored().write(first, 4, T.init_params(6, 4, 0, beta=0.0)), s, atol=1e-2)
+
+
+def test_one_training_step_lowers_the_loss_and_leaves_the_model_bit_identical(setup):
+    eng, data, bank = setup
+    before = _model_digest(eng.model)
+    tr = Trainer(eng, bank, data, seed=0, steps=10, batch=4, lr=0.05)
+    eps = data.train.batch(0, 0, 4, 2)
+    with torch.no_grad():
+        first = float(tr.losses(eps).mean())
+    tr.train_step()  # step 0 draws exactly these episodes
+    with torch.no_grad():
+        after = float(tr.losses(eps).mean())
+    assert after < first
+    assert _model_digest(eng.model) == before
+    assert all(not p.requires_grad for p in eng.model.parameters())
+
+
+def test_a_resumed_run_takes_the_same_next_step(setup, tmp_path):
+    eng, data, bank = setup
+    a = Trainer(eng, bank, data, seed=1, steps=10, batch=2)
+    a.train_step()
+    a.save(tmp_path / "ck.safetensors")
+    b = Trainer(eng, bank, data, seed=1, steps=10, batch=2)
+    b.load(tmp_path / "ck.safetensors")
+    assert b.step == 1
+    assert a.train_step()["loss"] == b.train_step()["loss"]
+    with pytest.raises(ConfigError, match="seed 1"):
+        Trainer(eng, bank, data, seed=2, steps=10, batch=2).load(tmp_path / "ck.safetensors")
+
+
+def test_turn_bank_round_trips(setup, tmp_path):
+    _, data, bank = setup
+    bank.save(tmp_path / "bank.safetensors")
+    back = TurnBank.load(tmp_path / "bank.safetensors")
+    assert back.turns == [tuple(t) for t in data.turns]
+    for key, (states, sur) in bank.entries.items():
+        assert torch.equal(back.entries[key][0], states) and back.entries[key][1] == pytest.approx(sur)
+
+
+def test_other_weights_are_refused_and_the_session_round_trips(tiny_lm, tmp_path, weights, monkeypatch):
+    from companion.service import Companion
+    from companion.transfer import export_session, import_session
+    from memory_store import open_store
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    comp = Companion(db_url=url, lm=tiny_lm, config=CONFIG, max_new_tokens=3, quiet=True)
+    comp.say("s", "I drive a van I call Zorbo.")
+    comp.say("s", "Nice weather.")
+    comp.close()
+    path = tmp_path / "s.engram"
+    export_session(open_store(url), "s", path)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    import_session(open_store(other), path)
+    moved = Companion(db_url=other, lm=tiny_lm, quiet=True)
+    assert moved.show("s")[0]["cycle"] == 2
+    moved.say("s", "Still here?")  # resumes with the same weights
+    moved.close()
+
+    changed = tmp_path / "w2.safetensors"
+    save_file(T.init_params(64, seed=4), str(changed))
+    monkeypatch.setenv(T.ENV, str(changed))
+    again = Companion(db_url=url, lm=tiny_lm, max_new_tokens=3, quiet=True)
+    with pytest.raises(Exception, match="fixed tensors"):
+        again.say("s", "hello")
+
+
+def test_shipped_file_with_another_sha256_is_refused(tiny_lm, tmp_path, monkeypatch):
+    fake = tmp_path / "select-trained.safetensors"
+    save_file(T.init_params(64, seed=5), str(fake))
+    monkeypatch.delenv(T.ENV, raising=False)
+    monkeypatch.setattr(T, "WEIGHTS", fake)
+    with pytest.raises(ConfigError, match="sha256 differs"):
+        Engine(tiny_lm, CONFIG)
+    monkeypatch.setattr(T, "WEIGHTS", tmp_path / "absent.safetensors")
+    with pytest.raises(ConfigError, match="no trained writer weights"):
+        Engine(tiny_lm, CONFIG)
+
+
+def test_weights_for_another_hidden_size_are_refused(tiny_lm, tmp_path, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    save_file(T.init_params(576, seed=0), str(path))
+    monkeypatch.setenv(T.ENV, str(path))
+    with pytest.raises(ConfigError, match="hidden size 576"):
+        Engine(tiny_lm, CONFIG)
+
+
+def _ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower().replace("{x}", " ").replace("{animal}", " "))
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_training_templates_share_nothing_with_the_harness_templates():
+    ours = {t[0] for t in TRAIN_TEMPLATES}
+    assert not ours & {t[0] for t in TEMPLATES}
+    theirs = set().union(*(_ngrams(t[1]) | _ngrams(t[2]) for t in TEMPLATES))
+    for name, statement, question, _ in TRAIN_TEMPLATES:
+        assert not (_ngrams(statement) | _ngrams(question)) & theirs, name
