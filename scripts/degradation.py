@@ -5,6 +5,7 @@
     python scripts/degradation.py --out runs/degradation-full          # the full profile (GPU advised)
     python scripts/degradation.py --quick --recipes seed select-deep --out runs/dq-two
     python scripts/degradation.py --quick --recipes all --out runs/dq-all
+    python scripts/degradation.py --quick --recipes all --reuse runs/dq-all --out runs/dq-all2  # a recipe added
 
 Every recipe gets its own engine over the one loaded model and lives each trial
 itself; the report has rows engram:<recipe>, foreign:<recipe> and
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch CPU threads; 1 is far faster on a CPU shared with other jobs")
     p.add_argument("--batch", type=int, default=1,
                    help="trials lived side by side in one forward pass (same records, more throughput)")
+    p.add_argument("--reuse", default=None, metavar="DIR",
+                   help="take the text-mode rows and the rows of recipes with the same config from the run in DIR "
+                        "(same settings, model and distractors); only the other recipes run")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--oracle", action="store_true",
                    help="also the format's ceiling at k=0: rows oracle:<reader> (vectors optimised per fact)")
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         engines = [Engine(lm, c) for c in configs]
         results = run(engines, settings, trials, args.out, pool=pool, profile="quick" if args.quick else "full",
                       command=" ".join(shlex.quote(a) for a in ["scripts/degradation.py", *sys.argv[1:]]),
-                      progress=not args.no_progress, batch=args.batch)
+                      progress=not args.no_progress, batch=args.batch, reuse=args.reuse)
     except (HarnessError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

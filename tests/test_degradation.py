@@ -198,6 +198,32 @@ def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_recor
     assert len(passes) < len(mode_rows(MODE_NAMES, recipes)) * len(settings.cycles)
 
 
+def test_reuse_runs_only_the_changed_recipes_and_equals_a_full_run(tiny_lm, pool, tmp_path, monkeypatch):
+    import companion.batch as B
+
+    seed, select, framed = (Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r))
+                            for r in ("seed", "select-deep", "deep-framed"))
+    settings = RunSettings(seed=8, cycles=[0, 2], max_new_tokens=3)
+    run([seed, select], settings, 2, tmp_path / "a", pool=pool, progress=False, batch=2)
+    full = run([seed, framed], settings, 3, tmp_path / "full", pool=pool, progress=False, batch=2)
+    ran = []
+    for name in ("_absorb_pass", "_answer_pass"):
+        def spy(engines, *args, _real=getattr(B, name), **kwargs):
+            ran.extend(e.config.recipe for e in engines)
+            return _real(engines, *args, **kwargs)
+        monkeypatch.setattr(B, name, spy)
+    # trials 0 and 1 (in a) live and ask deep-framed only, side by side; trial 2 (not in a) runs in full, alone
+    got = run([seed, framed], settings, 3, tmp_path / "b", pool=pool, progress=False, batch=2, reuse=tmp_path / "a")
+    assert set(ran) == {"deep-framed"}  # seed's rows and the text rows were not asked again, nor seed lived
+    assert got["reused"]["recipes"] == ["seed"] and list(got["recall"]) == list(full["recall"])
+    _same_records(full, got)
+    with pytest.raises(HarnessError, match="settings"):
+        run([seed, framed], RunSettings(seed=9, cycles=[0, 2], max_new_tokens=3), 1, tmp_path / "d", pool=pool,
+            progress=False, reuse=tmp_path / "a")
+    with pytest.raises(HarnessError, match="first"):
+        run([framed, seed], settings, 1, tmp_path / "e", pool=pool, progress=False, reuse=tmp_path / "a")
+
+
 def test_resume_with_another_recipe_list_is_refused(tiny_lm, pool, tmp_path):
     seed, sink = (Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "sink"))
     settings = RunSettings(seed=1, cycles=[0], modes=["engram"], max_new_tokens=2, nll=False)

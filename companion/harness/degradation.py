@@ -29,6 +29,7 @@ import torch
 
 from ..modes import engines_by_recipe, mode_rows
 from .distractors import DistractorPool
+from .reuse import load_reuse
 from .summary import code_version  # noqa: F401  (part of this module's API)
 from .trial import ACK, FULL, QUICK, HarnessError, RunSettings, Trial  # noqa: F401  (re-exported)
 
@@ -66,13 +67,27 @@ def _check_resume(out: Path, identity: dict) -> None:
                            "use another --out folder or delete that one")
 
 
+def _parts(todo: list[int], engines: dict, settings: RunSettings, pool: DistractorPool, plan) -> list[tuple]:
+    """(trial indices, engines, settings, reuse source or None): trials run in full, and trials the
+    source holds (with the same text budget) where only the other recipes run."""
+    if plan is None:
+        return [(todo, engines, settings, None)]
+    reused = [i for i in todo if i in plan.records
+              and plan.records[i].get("context_chars") == Trial(engines, settings, pool, i).context_chars]
+    full = [i for i in todo if i not in reused]
+    return [p for p in ((full, engines, settings, None), (reused, *plan.fresh(engines, settings), plan)) if p[0]]
+
+
 def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: DistractorPool | None = None,
-        profile: str = "custom", command: str | None = None, progress: bool = True, batch: int = 1) -> dict:
+        profile: str = "custom", command: str | None = None, progress: bool = True, batch: int = 1,
+        reuse: str | Path | None = None) -> dict:
     """Run (or resume) `trials` trials into `out`; returns the results dict also saved as results.json.
 
     engines: an Engine, or one Engine per recipe sharing one model (the first answers the text modes).
     batch > 1 lives that many trials side by side (companion.harness.lockstep):
     the same turns and questions, one forward pass for all of them.
+    reuse: a run folder of the same settings, model and distractors whose text-mode rows and
+    same-config recipes' rows are taken as they are (companion.harness.reuse).
     """
     from tqdm import tqdm
 
@@ -90,21 +105,27 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
     done = _read_trials(log)
     todo = [i for i in range(trials) if i not in done]
     rows = mode_rows(settings.modes, list(engines))
+    plan = load_reuse(reuse, identity) if reuse is not None else None
+    parts = _parts(todo, engines, settings, pool, plan)
     started = time.perf_counter()
-    with tqdm(total=len(todo) * len(settings.cycles) * len(rows), desc="degradation", unit="ask",
-              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-        for start in range(0, len(todo), max(1, batch)):
-            group = todo[start:start + max(1, batch)]
-            bar.set_postfix_str(f"trials {group[0] + 1}-{group[-1] + 1}/{trials}")
-            made = [Trial(engines, settings, pool, i) for i in group]
-            if len(made) == 1:
-                records = [made[0].run(on_ask=lambda: bar.update(1))]
-            else:
-                records = run_lockstep(made, on_ask=lambda: bar.update(1))
-            for i, record in zip(group, records):
-                with log.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                done[i] = record
+    with tqdm(total=sum(len(ids) * len(s.cycles) * len(mode_rows(s.modes, list(e))) for ids, e, s, _ in parts),
+              desc="degradation", unit="ask", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        for ids, engs, sets, source in parts:
+            for start in range(0, len(ids), max(1, batch)):
+                group = ids[start:start + max(1, batch)]
+                bar.set_postfix_str(f"trials {group[0] + 1}-{group[-1] + 1}/{trials}")
+                if not engs or not mode_rows(sets.modes, list(engs)):  # everything is reused
+                    records = [None] * len(group)
+                elif len(group) == 1:
+                    records = [Trial(engs, sets, pool, group[0]).run(on_ask=lambda: bar.update(1))]
+                else:
+                    records = run_lockstep([Trial(engs, sets, pool, i) for i in group], on_ask=lambda: bar.update(1))
+                if source is not None:
+                    records = [source.merge(source.records[i], r, rows, list(engines)) for i, r in zip(group, records)]
+                for i, record in zip(group, records):
+                    with log.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    done[i] = record
     kept = [done[i] for i in sorted(done) if i < trials]
     recall, nll, diags = aggregate(kept, [r.name for r in rows], settings.cycles)
     results = {
@@ -125,6 +146,8 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
         "diagnostics_meaning": DIAGNOSTICS_MEANING,
         "recall": recall, "answer_nll": nll, "diagnostics": diags, "per_trial": kept,
     }
+    if plan is not None:
+        results["reused"] = plan.summary()
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_reports(results, out)
     return results
