@@ -40,3 +40,6 @@ register(Recipe("select-sticky", "select-deep giving up at most 2 slots a turn: 
 register(Recipe("select-trained", "select-sticky's token states re-weighted by a trained attention (the model "
                 "frozen; shipped weights pinned by sha256), written back at layer L inside the user message",
                 Anchored(), FramedReader(at_layer=True), fixed=fixed_builders()))
+register(Recipe("select-trained-hard", "select-trained's weights, but each slot takes the one state its trained "
+                "attention weights most (no mixture), written back at layer L inside the user message",
+                Anchored(hard=True), FramedReader(at_layer=True), fixed=fixed_builders()))

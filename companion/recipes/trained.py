@@ -56,13 +56,18 @@ def init_params(hidden: int, key_dim: int = 64, seed: int = 0, beta: float = 8.0
             "u": torch.zeros(hidden), "beta": torch.tensor([beta])}
 
 
-def attend(cands: torch.Tensor, chosen: list[int], params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[M, H] candidates and N anchor indices -> [N, H] slots (differentiable in cands and params)."""
+def attend(cands: torch.Tensor, chosen: list[int], params: dict[str, torch.Tensor], *, hard: bool = False) -> torch.Tensor:
+    """[M, H] candidates and N anchor indices -> [N, H] slots (differentiable in cands and params).
+
+    hard=True: each slot is the one candidate it weights most (a real state, no mixture; not differentiable).
+    """
     x = F.layer_norm(cands.float(), cands.shape[-1:])
     q, k = x[chosen] @ params["wq"], x @ params["wk"]
     logits = q @ k.T / math.sqrt(k.shape[-1]) + (x @ params["u"])[None, :]
     anchor = F.one_hot(torch.tensor(chosen, device=cands.device), cands.shape[0]).to(logits.dtype)
     logits = logits + params["beta"] * anchor
+    if hard:
+        return cands.float()[logits.argmax(dim=-1)]
     return torch.softmax(logits, dim=-1) @ cands.float()
 
 
@@ -75,6 +80,7 @@ class Anchored:
     needs_surprise: bool = True
     extra_columns: int = 1  # the prior's salience, which decides what a later turn may replace
     fills_gradually: bool = True
+    hard: bool = False  # each slot takes its most-weighted candidate whole instead of the mixture
 
     def roll(self, old: torch.Tensor | None, states: torch.Tensor, surprise: list[float], slots: int,
              params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -91,7 +97,7 @@ class Anchored:
         top = self.prior.keep(old_sal, new_sal, slots)
         sal = [s * self.prior.decay for s in old_sal] + new_sal
         column = cands.new_tensor([sal[i] for i in top])[:, None]
-        return torch.cat([attend(cands, top, params), column], dim=1)
+        return torch.cat([attend(cands, top, params, hard=self.hard), column], dim=1)
 
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
         comps = self.prior.competitors(w)
