@@ -33,7 +33,8 @@ def default_data_path() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "locomo-dev"
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """One line of whitespace-normalised text, cut at MAX_CHARS on a word boundary."""
     text = " ".join(text.split())
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3].rsplit(" ", 1)[0] + "..."
 
@@ -49,7 +50,7 @@ def conversation_turns(file: Path) -> list[tuple[str, str]]:
         while i + 1 < len(lines):
             a, b = lines[i], lines[i + 1]
             if a.get("speaker") != b.get("speaker"):
-                turns.append((_clip(a["text"]), _clip(b["text"])))
+                turns.append((clip(a["text"]), clip(b["text"])))
                 i += 2
             else:
                 i += 1

@@ -110,15 +110,13 @@ def weights_path() -> Path:
     return Path(os.environ[ENV]) if os.environ.get(ENV) else WEIGHTS
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @lru_cache(maxsize=4)
-def _load(path: str, mtime: float) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def _load(path: str, mtime: float) -> tuple[str, dict[str, torch.Tensor]]:
+    """(sha256 of the file, its tensors), read once per file version."""
+    from safetensors.torch import load
 
-    return load_file(path)
+    data = Path(path).read_bytes()
+    return hashlib.sha256(data).hexdigest(), load(data)
 
 
 def load_params(engine) -> dict[str, torch.Tensor]:
@@ -127,10 +125,10 @@ def load_params(engine) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"no trained writer weights at {path}: train them with scripts/train_engram.py "
                           f"(or point {ENV} at a weights file)")
-    if path == WEIGHTS and file_sha256(path) != WEIGHTS_SHA256:
+    digest, params = _load(str(path), path.stat().st_mtime)
+    if path == WEIGHTS and digest != WEIGHTS_SHA256:
         raise ConfigError(f"{path} is not the shipped trained writer (sha256 differs from the recorded "
                           f"{WEIGHTS_SHA256[:12]}); restore it with git or retrain with the recorded command")
-    params = _load(str(path), path.stat().st_mtime)
     missing = [n for n in PARAMS if n not in params]
     if missing:
         raise ConfigError(f"{path} lacks the trained writer's tensors {', '.join(missing)}")

@@ -12,18 +12,13 @@ import json
 import random
 from pathlib import Path
 
-from ..harness.distractors import MAX_CHARS, conversation_turns, default_data_path
+from ..harness.distractors import clip, conversation_turns, default_data_path
 
 TRAIN_CONVERSATION = "conv-26"
 
 
 class CorpusError(RuntimeError):
     """Training data that is not installed or not found."""
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3].rsplit(" ", 1)[0] + "..."
 
 
 def chitchat_path() -> Path:
@@ -41,7 +36,7 @@ def chat_pairs(conversation: dict) -> list[tuple[str, str]]:
     >>> chat_pairs(c)
     [('Hi how are you?', 'good')]
     """
-    groups = [_clip(" ".join(m["text"] for m in g if m.get("text"))) for g in conversation["messages"]]
+    groups = [clip(" ".join(m["text"] for m in g if m.get("text"))) for g in conversation["messages"]]
     return [(groups[i], groups[i + 1]) for i in range(0, len(groups) - 1, 2) if groups[i] and groups[i + 1]]
 
 

@@ -20,7 +20,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from ..batch import _padded
+from ..batch import _padded, _writing
 from ..config import ConfigError
 from ..recipes.base import Placement
 from ..recipes.trained import PARAMS, init_params
@@ -43,10 +43,8 @@ def answer_losses(engine, engrams: list, prompts: list[str], targets: list[str])
         places.append(Placement(p.ids + tgt, p.slots, p.vectors, p.depth, p.content))
     embeds, mask, offsets = _padded([engine] * len(places), places, left=True)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    writes = [(i, [s + off for s in p.slots], p.vectors) for i, (p, off) in enumerate(zip(places, offsets))
-              if p.vectors is not None and p.slots]
     keep = max(len(t) for t in tgts) + 1
-    with engine.writing(writes, engine.depth):
+    with _writing([engine] * len(places), places, offsets):
         logits = engine.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
                               logits_to_keep=keep).logits
     out = []
