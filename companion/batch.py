@@ -127,7 +127,7 @@ def _absorb_pass(engines: list[Engine], engrams: list, turns: list[tuple[str, st
         n = len(p.ids)
         sur = surprise_of(logits[i, :n], p.ids) if logits is not None else None
         seen = e.seen_states(states[i, :n].float(), p)
-        new.append((e.compress(Written(seen, p, sur, eng)), seen))
+        new.append((e.compress(Written(seen, p, sur, eng), p.ids), seen))
     return new
 
 

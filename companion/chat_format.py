@@ -66,3 +66,19 @@ def template_around(tokenizer, before: str, after: str, reply_text: str | None =
     if reply_text is not None:
         tail += tokenizer(reply_text, add_special_tokens=False)["input_ids"]
     return head, tail
+
+
+def word_starts(tokenizer, ids: list[int]) -> list[bool]:
+    """Per token: does it begin a word? A token continues a word when it starts with a letter or digit
+    and the token before it ends with one ("Zyplyn" as ' Z' 'y' 'ply' 'n': True False False False).
+    Decided on the text of each adjacent pair, so tokenizers that mark spaces differently agree."""
+    return [i == 0 or not _joins(tokenizer, ids[i - 1], ids[i]) for i in range(len(ids))]
+
+
+@lru_cache(maxsize=1 << 16)
+def _joins(tokenizer, a: int, b: int) -> bool:
+    left = tokenizer.decode([a])
+    both = tokenizer.decode([a, b])
+    # A pair decoded alone keeps b's leading space (a single token at the start may lose it).
+    piece = both[len(left):] if both.startswith(left) else tokenizer.decode([b])
+    return bool(left) and bool(piece) and left[-1].isalnum() and piece[0].isalnum()

@@ -43,9 +43,9 @@ def crash_hooks(engine, on_text):
         # compress() runs once generation has finished, before the engram is pooled.
         original = engine.compress
 
-        def compress(states):
+        def compress(written, ids):
             crash_point("after-generation")
-            return original(states)
+            return original(written, ids)
 
         engine.compress = compress
         return on_text, original

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from . import engram as E
-from .chat_format import chat_ids, end_id  # noqa: F401  (re-exported: the cycle's token layout)
+from .chat_format import chat_ids, end_id, word_starts  # noqa: F401  (re-exported: the cycle's token layout)
 from .config import ConfigError, EngramConfig
 from .loading import LanguageModel
 from .recipes.base import Placement, Written, get_recipe
@@ -118,8 +118,11 @@ class Engine:
         return ResidualWrite(self.model.get_decoder().layers[depth], rows) if self.reader.depth_is_layer \
             else NoWrite()
 
-    def compress(self, written: Written) -> torch.Tensor:
-        """The recipe's writer: a turn's layer-L states -> the next engram, float32 CPU."""
+    def compress(self, written: Written, ids: list[int]) -> torch.Tensor:
+        """The recipe's writer: a turn's layer-L states (at the positions of `ids`) -> the next engram,
+        float32 CPU."""
+        if getattr(self.writer, "needs_words", False):
+            written.words = word_starts(self.tokenizer, ids)
         return self.writer.write(written, self.config.slots, self.fixed).float().cpu()
 
     def check_fits(self, engram: torch.Tensor | None, ids: list[int], max_new_tokens: int) -> None:
@@ -201,9 +204,10 @@ class Engine:
         self.check_fits(engram, turn, 0)
         p = self.place(engram, user_text, reply_text)
         with torch.inference_mode():
-            written = self._pass(p, p.ids + [end_id(self.tokenizer)], surprise=self.writer.needs_surprise)
+            ids = p.ids + [end_id(self.tokenizer)]
+            written = self._pass(p, ids, surprise=self.writer.needs_surprise)
         written.engram = engram
-        new = self.compress(written)
+        new = self.compress(written, ids)
         prompt_len = len(chat_ids(self.tokenizer, user_text))
         return TurnResult(reply_text, new, len(self.place(engram, user_text).ids), prompt_len,
                           len(turn) - prompt_len - 1,
@@ -326,6 +330,6 @@ class Engine:
             written = self._pass(p, p.ids + reply_ids + [stop], surprise=self.writer.needs_surprise)
         written.engram = engram
         del past, out  # the turn's KV cache ends here
-        new = self.compress(written)
+        new = self.compress(written, p.ids + reply_ids + [stop])
         return TurnResult(reply, new, len(p.ids), len(ids), len(reply_ids), gen_seconds,
                           time.perf_counter() - t1, turn_ids)

@@ -158,6 +158,42 @@ def test_select_per_turn_fills_empty_slots_then_replaces_at_most_m():
     assert second[:, -1].tolist() == [9.0, 7.0, 40.0]  # only the loudest new token gets in, the weakest slot goes
 
 
+def test_select_whole_words_keeps_a_rare_words_pieces_together():
+    # positions 1-3 are one word (surprise 9, 2, 1); 4 and 5 are words of their own (5 and 4)
+    states = torch.arange(6 * 2, dtype=torch.float32).reshape(6, 2)
+    sur = torch.tensor([0.0, 9.0, 2.0, 1.0, 5.0, 4.0])
+    words = [True, True, False, False, True, True]
+    w = Written(states, Placement(ids=list(range(6)), content=1), sur, words=words)
+    by_token = Select(decay=1.0).write(w, 3)
+    assert torch.equal(by_token[:, :-1], states[[1, 4, 5]])  # the word's weak pieces lose to 5 and 4
+    whole = Select(decay=1.0, whole_words=True).write(w, 3)
+    assert torch.equal(whole[:, :-1], states[[1, 2, 3]]) and whole[:, -1].tolist() == [9.0, 9.0, 9.0]
+
+
+def test_word_starts_joins_the_pieces_of_an_invented_name(tokenizer):
+    from companion.chat_format import word_starts
+
+    ids = tokenizer("I grew up in Zyplyn, by 2019.", add_special_tokens=False)["input_ids"]
+    words, begin = [], 0
+    starts = word_starts(tokenizer, ids)
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or starts[i]:
+            words.append(tokenizer.decode(ids[begin:i]).strip())
+            begin = i
+    # this tokenizer gives the space before a number a token of its own: a "word" of no letters
+    assert words == ["I", "grew", "up", "in", "Zyplyn", ",", "by", "", "2019", "."]
+
+
+def test_select_words_recipe_reads_word_starts_through_the_engine(tiny_lm):
+    eng = Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="select-words"))
+    seen = []
+    original = eng.writer.write
+    eng.writer = type(eng.writer)(**{**eng.writer.__dict__})  # a copy whose write we can watch
+    object.__setattr__(eng.writer, "write", lambda w, n, f=None: seen.append(w.words) or original(w, n, f))
+    eng.absorb(None, "I named my cactus Vornelk.", "Nice.")
+    assert seen and seen[0] is not None and len(seen[0]) > 5 and not all(seen[0])
+
+
 def test_chunk_mean_drops_sinks_and_centres_by_hand():
     from companion.recipes.writers import ChunkMean
 

@@ -54,12 +54,15 @@ class Written:
     surprise: [T] -log p(token | everything before it), 0 at position 0;
         filled only for writers with needs_surprise
     engram: the previous stored engram (None on a session's first turn)
+    words: [T] True where a token begins a word (chat_format.word_starts);
+        filled only for writers with needs_words
     """
 
     states: torch.Tensor
     placement: Placement
     surprise: torch.Tensor | None = None
     engram: torch.Tensor | None = None
+    words: list[bool] | None = None
 
 
 class Reader(Protocol):

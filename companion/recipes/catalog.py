@@ -36,6 +36,9 @@ register(Recipe("select-deep", "the 32 most surprising token states of engram+tu
                 "written back at layer L inside the user message", SELECT, FramedReader(at_layer=True)))
 register(Recipe("select-sticky", "select-deep giving up at most 2 slots a turn: older facts held longer, new ones "
                 "enter slower", Select(decay=1.0, per_turn=2), FramedReader(at_layer=True)))
+register(Recipe("select-words", "select-sticky keeping words whole: a token's salience is its word's largest "
+                "surprise, so a rare name's pieces stay or go together", Select(decay=1.0, per_turn=2, whole_words=True),
+                FramedReader(at_layer=True)))
 # The trained writer (companion.recipes.trained; trained by scripts/train_engram.py, the model frozen).
 register(Recipe("select-trained", "select-sticky's token states re-weighted by a trained attention (the model "
                 "frozen; shipped weights pinned by sha256), written back at layer L inside the user message",

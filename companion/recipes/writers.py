@@ -63,9 +63,22 @@ class Select:
     decay: float = 0.95
     per_turn: int = 0  # at most this many old slots are replaced per turn (0: no limit)
     user_only: bool = False  # candidates: the user's text only (not the reply or template tokens)
+    # Salience of a token = the largest surprise in its word, so a rare word's pieces are kept or
+    # dropped together: alone, the later pieces of an invented name ("Zyplyn": ' Z' 'y' 'ply' 'n')
+    # are less surprising than its first and were evicted first, leaving half a name.
+    whole_words: bool = False
     needs_surprise: bool = True
     extra_columns: int = 1
     fills_gradually: bool = True  # a short first turn leaves slots empty until later turns fill them
+
+    @property
+    def needs_words(self) -> bool:
+        return self.whole_words
+
+    def salience(self, w: Written) -> list[float]:
+        """Per position, what a new token competes with: its surprise, or its word's largest."""
+        sur = [float(x) for x in w.surprise]
+        return word_max(sur, w.words) if self.whole_words else sur
 
     def competitors(self, w: Written) -> list[int]:
         """Positions of the turn's own tokens that may enter the engram (no sinks, slots or template)."""
@@ -85,7 +98,7 @@ class Select:
     def candidates(self, w: Written, slots: int) -> list[int]:
         """Positions of the turn's tokens that compete with the old slots, in text order."""
         old_n = 0 if w.engram is None else w.engram.shape[0]
-        return self.cap(self.competitors(w), w.surprise, old_n, slots)
+        return self.cap(self.competitors(w), self.salience(w), old_n, slots)
 
     def keep(self, old_salience: list[float], new_salience: list[float], slots: int) -> list[int]:
         """Indices into old slots + new candidates of the N kept, in order (old first, then text order)."""
@@ -97,7 +110,8 @@ class Select:
         cands = self.candidates(w, slots)
         old = w.engram.float() if w.engram is not None else states.new_zeros((0, states.shape[1] + 1))
         old_sal = old[:, -1].tolist()
-        new_sal = [float(w.surprise[i]) for i in cands]
+        sal_now = self.salience(w)
+        new_sal = [sal_now[i] for i in cands]
         vecs = [old[j, :-1] for j in range(old.shape[0])] + [states[i] for i in cands]
         if not vecs:
             return states.new_zeros((0, states.shape[1] + 1)).cpu()
@@ -105,6 +119,21 @@ class Select:
         top = self.keep(old_sal, new_sal, slots)
         rows = [torch.cat([vecs[i], vecs[i].new_tensor([sal[i]])]) for i in top]
         return torch.stack(rows).cpu()
+
+
+def word_max(values: list[float], starts: list[bool]) -> list[float]:
+    """Each position's value replaced by the largest in its word (a word starts where starts is True).
+
+    >>> word_max([1.0, 5.0, 2.0, 3.0], [True, False, True, False])
+    [5.0, 5.0, 3.0, 3.0]
+    """
+    out, begin = list(values), 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or starts[i]:
+            top = max(values[begin:i])
+            out[begin:i] = [top] * (i - begin)
+            begin = i
+    return out
 
 
 def state_part(engram: torch.Tensor, extra_columns: int) -> torch.Tensor:
