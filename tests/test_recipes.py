@@ -170,6 +170,28 @@ def test_select_whole_words_keeps_a_rare_words_pieces_together():
     assert torch.equal(whole[:, :-1], states[[1, 2, 3]]) and whole[:, -1].tolist() == [9.0, 9.0, 9.0]
 
 
+def test_fill_whole_takes_groups_whole_and_skips_one_that_no_longer_fits():
+    from companion.recipes.writers import fill_whole
+
+    assert fill_whole([9.0, 9.0, 9.0, 5.0, 4.0], [0, 0, 0, 1, 2], 3) == [0, 1, 2]
+    assert fill_whole([9.0, 9.0, 9.0, 5.0, 4.0], [0, 0, 0, 1, 2], 2) == [3, 4]
+    assert fill_whole([1.0, 6.0, 6.0, 3.0], [0, 1, 1, 2], 3) == [1, 2, 3]
+
+
+def test_select_whole_words_evicts_a_word_whole_not_its_last_pieces():
+    # engram of 4: a 3-piece word (salience 6) and one token (8); a new turn brings two words of 7
+    # and 2. By token, one slot is free for '7', and a piece of the 6-word would go; whole words:
+    # the 6-word leaves entirely and both new words fill the room.
+    old = torch.cat([torch.eye(4, 3), torch.tensor([[6.0], [6.0], [6.0], [8.0]])], dim=1)
+    states = torch.full((4, 3), 5.0)
+    w = Written(states, Placement(ids=list(range(4)), content=1), torch.tensor([0.0, 7.0, 2.0, 2.0]),
+                engram=old, words=[True, True, True, False])
+    new = Select(decay=1.0, per_turn=3, whole_words=True).write(w, 4)
+    assert new[:, -1].tolist() == [8.0, 7.0, 2.0, 2.0]
+    by_token = Select(decay=1.0, per_turn=3).write(Written(states, w.placement, w.surprise, engram=old), 4)
+    assert by_token[:, -1].tolist() == [6.0, 6.0, 8.0, 7.0]
+
+
 def test_word_starts_joins_the_pieces_of_an_invented_name(tokenizer):
     from companion.chat_format import word_starts
 

@@ -87,22 +87,40 @@ class Select:
         end = p.user_end if (self.user_only and p.user_end is not None) else states.shape[0]
         return [i for i in range(p.content, end) if i not in sinks and i not in set(p.slots)]
 
-    def cap(self, positions: list[int], surprise, old_n: int, slots: int) -> list[int]:
+    def cap(self, positions: list[int], surprise, old_n: int, slots: int, words: list[int] | None = None) -> list[int]:
         """The most surprising of `positions` a turn may bring in, in text order: empty slots fill
-        freely, a full engram yields at most per_turn a turn (so one turn cannot wipe the memory)."""
+        freely, a full engram yields at most per_turn a turn (so one turn cannot wipe the memory).
+        words: a word id per position (whole_words): a word comes in whole or not at all."""
         room = max(0, slots - old_n) + self.per_turn
         if not self.per_turn or len(positions) <= room:
             return list(positions)
+        if words is not None:
+            return [positions[j] for j in fill_whole([float(surprise[i]) for i in positions],
+                                                     [words[i] for i in positions], room)]
         return sorted(sorted(positions, key=lambda i: -float(surprise[i]))[:room])
 
     def candidates(self, w: Written, slots: int) -> list[int]:
         """Positions of the turn's tokens that compete with the old slots, in text order."""
         old_n = 0 if w.engram is None else w.engram.shape[0]
-        return self.cap(self.competitors(w), self.salience(w), old_n, slots)
+        return self.cap(self.competitors(w), self.salience(w), old_n, slots, self.word_ids(w))
 
-    def keep(self, old_salience: list[float], new_salience: list[float], slots: int) -> list[int]:
-        """Indices into old slots + new candidates of the N kept, in order (old first, then text order)."""
+    def word_ids(self, w: Written) -> list[int] | None:
+        """A word number per position (whole_words), else None."""
+        if not self.whole_words:
+            return None
+        ids, n = [], -1
+        for start in w.words:
+            n += bool(start)
+            ids.append(n)
+        return ids
+
+    def keep(self, old_salience: list[float], new_salience: list[float], slots: int,
+             groups: list[int] | None = None) -> list[int]:
+        """Indices into old slots + new candidates of the N kept, in order (old first, then text order).
+        groups: a word id per index (whole_words): words are kept whole or dropped whole."""
         sal = [s * self.decay for s in old_salience] + list(new_salience)
+        if groups is not None:
+            return fill_whole(sal, groups, slots)
         return sorted(sorted(range(len(sal)), key=lambda i: -sal[i])[:slots])
 
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
@@ -116,9 +134,35 @@ class Select:
         if not vecs:
             return states.new_zeros((0, states.shape[1] + 1)).cpu()
         sal = [s * self.decay for s in old_sal] + new_sal
-        top = self.keep(old_sal, new_sal, slots)
+        groups = None
+        if self.whole_words:  # old slots: a run of equal salience is one word (word_max wrote it so)
+            words = self.word_ids(w)
+            groups = [sum(1 for j in range(1, i + 1) if old_sal[j] != old_sal[j - 1]) for i in range(len(old_sal))]
+            base = (groups[-1] + 1) if groups else 0
+            groups += [base + words[i] for i in cands]
+        top = self.keep(old_sal, new_sal, slots, groups)
         rows = [torch.cat([vecs[i], vecs[i].new_tensor([sal[i]])]) for i in top]
         return torch.stack(rows).cpu()
+
+
+def fill_whole(values: list[float], groups: list[int], budget: int) -> list[int]:
+    """Indices of at most `budget` items, taken a whole group at a time, best group (by its largest
+    value) first; a group that no longer fits is skipped for smaller ones. Returned in index order.
+
+    >>> fill_whole([9.0, 9.0, 9.0, 5.0, 4.0], [0, 0, 0, 1, 2], 3)
+    [0, 1, 2]
+    >>> fill_whole([9.0, 9.0, 9.0, 5.0, 4.0], [0, 0, 0, 1, 2], 2)
+    [3, 4]
+    """
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    order = sorted(members.values(), key=lambda m: -max(values[i] for i in m))  # stable: earlier first
+    kept: list[int] = []
+    for m in order:
+        if len(kept) + len(m) <= budget:
+            kept += m
+    return sorted(kept)
 
 
 def word_max(values: list[float], starts: list[bool]) -> list[float]:
