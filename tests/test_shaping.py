@@ -177,3 +177,15 @@ def test_stats_names_the_recalled_turns(tiny_lm, tmp_path):
             Companion(db_url=f"sqlite:///{tmp_path / 'c.db'}", lm=tiny_lm, recall=21)
     finally:
         comp.close()
+
+
+def test_export_import_keeps_system_prompts_and_recall(cli_run, tmp_path):
+    say(cli_run, "-s", "x", "--system", "You are a pirate.", "--recall", "3", "hello")
+    say(cli_run, "-s", "x", "--system", "You are a poet.", "again")
+    file = str(tmp_path / "x.engram")
+    assert cli_run("export", "x", file)[0] == 0
+    code, _, err = cli_run("import", file, "--as", "y")
+    assert code == 0, err
+    y = show(cli_run, "y")
+    assert y["recall"] == 3
+    assert y["system"] == [{"from_turn": 1, "text": "You are a pirate."}, {"from_turn": 2, "text": "You are a poet."}]
