@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from memory_store.errors import StoreError
 
-from .cli_args import sampling_of, shaping_opts, turn_arg
+from .cli_args import count_arg, recipe_arg, sampling_of, shaping_opts, turn_arg
 from .config import ConfigError, EngramConfig
 from .continuation import cut_notice
 from .cycle import InputTooLongError
@@ -28,6 +28,7 @@ from .resume import history_text, resume_header
 from .service import Companion, CompanionError
 from .settings import DataFolderError, data_dir
 from .transfer import TransferError, export_session, import_session
+from .views import footer_line, sessions_table, transcript_text
 
 ERRORS = (CompanionError, StoreError, ModelLoadError, ConfigError, InputTooLongError, TransferError,
           DataFolderError, SQLAlchemyError, ValueError, OSError)
@@ -38,27 +39,6 @@ def one_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc) if isinstance(exc, SQLAlchemyError) else str(exc)
     text = text.strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _count(text: str) -> int:
-    """argparse type for --max-new-tokens: a whole number from 1 to 100000."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (1..100000)")
-    return value
-
-
-def recipe_arg(text: str) -> str:
-    """argparse type for --recipe: a registered recipe name."""
-    from .recipes import recipe_names
-
-    if text not in recipe_names():
-        raise argparse.ArgumentTypeError(f"unknown recipe {text!r}; choose one of {', '.join(recipe_names())} "
-                                         "(`companion recipes` describes them)")
-    return text
 
 
 def _recipe(args) -> EngramConfig | None:
@@ -77,12 +57,6 @@ def _companion(args) -> Companion:
     return Companion(db_url=args.db, model=args.model, config=_recipe(args),
                      max_new_tokens=getattr(args, "max_new_tokens", 200), system=args.system,
                      sampling=sampling_of(args), recall=args.recall)
-
-
-def _footer(report) -> str:
-    return (f"cycle {report.cycle} | prompt {report.prompt_tokens} tokens (transcript would be "
-            f"{report.transcript_tokens}) | {report.reply_tokens} tokens in {report.gen_seconds:.1f}s "
-            f"+ update {report.update_seconds * 1000:.0f} ms")
 
 
 def cmd_say(args) -> int:
@@ -133,7 +107,7 @@ def cmd_chat(args) -> int:
     def footer(report, on_text) -> str:
         if report.cut:
             on_text("\n" + cut_notice(report.reply_tokens))
-        return _footer(report)
+        return footer_line(report)
 
     def respond(text, on_text):
         return footer(comp.say(name, text, on_text=on_text), on_text)
@@ -148,10 +122,10 @@ def cmd_chat(args) -> int:
         return "\n".join(f"{k}: {v}" for k, v in comp.stats(name).items())
 
     def sessions(_arg: str) -> str:
-        return _sessions_table(comp.sessions()) or "no sessions yet"
+        return sessions_table(comp.sessions()) or "no sessions yet"
 
     def show(_arg: str) -> str:
-        return _transcript(comp, name)
+        return transcript_text(comp, name)
 
     run_repl(session=name, respond=respond,
              commands={"stats": stats, "sessions": sessions, "show": show, "history": history},
@@ -159,12 +133,6 @@ def cmd_chat(args) -> int:
              read_line=prompt_reader(data_dir() / "history"), errors=ERRORS, describe=one_line)
     comp.close()
     return 0
-
-
-def _sessions_table(items) -> str:
-    lines = [f"{s.name:24} {s.turns:5} turns  {s.model:28} created {ago(s.created):14} last used {ago(s.last_used)}"
-             for s in items]
-    return "\n".join(lines)
 
 
 def cmd_sessions(args) -> int:
@@ -175,20 +143,8 @@ def cmd_sessions(args) -> int:
                            "last_used": s.last_used, "cycle": s.cycle, "created_ago": ago(s.created),
                            "last_used_ago": ago(s.last_used)} for s in items], indent=2))
     else:
-        print(_sessions_table(items) or "no sessions yet")
+        print(sessions_table(items) or "no sessions yet")
     return 0
-
-
-def _transcript(comp: Companion, name: str) -> str:
-    info, views = comp.show(name)
-    out = [f"session {info['name']}: {info['cycle']} turns, model {info['model']}, "
-           f"recipe {EngramConfig.from_dict(info['recipe']).describe()}, recall {info['recall']}"]
-    out += [f"system from turn {p['from_turn']}: {p['text'] or '(cleared: the model default)'}" for p in info["system"]]
-    for v in views:
-        out += [f"\n#{v.index} you: {v.user}", f"#{v.index} companion: {v.reply}",
-                f"   engram {v.engram_shape} norm {v.engram_norm:.2f} [{v.engram_ok}] | prompt "
-                f"{v.prompt_tokens} vs transcript {v.transcript_tokens} tokens | {v.seconds:.1f}s"]
-    return "\n".join(out)
 
 
 def cmd_show(args) -> int:
@@ -197,7 +153,7 @@ def cmd_show(args) -> int:
         info, views = comp.show(args.name)
         print(json.dumps({**info, "turns": [v.__dict__ for v in views]}, indent=2))
     else:
-        print(_transcript(comp, args.name))
+        print(transcript_text(comp, args.name))
     return 0
 
 
@@ -277,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="engram recipe of a new session (default seed; `companion recipes` lists them)")
         sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
         sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
-        sp.add_argument("--max-new-tokens", type=_count, default=200, help="longest reply in tokens (default 200)")
+        sp.add_argument("--max-new-tokens", type=count_arg, default=200, help="longest reply in tokens (default 200)")
         shaping_opts(sp)
 
     chat = sub.add_parser("chat", help="interactive chat (resumes the session if it exists)")

@@ -1,4 +1,4 @@
-"""The options that shape replies (--system, sampling, --recall), as argparse sees them.
+"""Option types for the CLI, and the options that shape replies (--system, sampling, --recall).
 
 Each type refuses a bad value with one line (argparse adds the usage), so
 `--temperature -1` or `--recall 10000` never reach the model.
@@ -11,6 +11,27 @@ import math
 
 from .recall import MAX_RECALL
 from .sampling import Sampling
+
+
+def count_arg(text: str) -> int:
+    """argparse type for --max-new-tokens: a whole number from 1 to 100000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (1..100000)")
+    return value
+
+
+def recipe_arg(text: str) -> str:
+    """argparse type for --recipe: a registered recipe name."""
+    from .recipes import recipe_names
+
+    if text not in recipe_names():
+        raise argparse.ArgumentTypeError(f"unknown recipe {text!r}; choose one of {', '.join(recipe_names())} "
+                                         "(`companion recipes` describes them)")
+    return text
 
 
 def _number(text: str, kind=float):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from memory_store import crud
 from memory_store.branching import fork_session, rename_session
 
-from .service import CompanionError
+from .errors import CompanionError
 
 
 @dataclass(frozen=True)

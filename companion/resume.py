@@ -17,7 +17,7 @@ from memory_store.settings import system_prompt_at
 
 from .config import EngramConfig
 from .dates import ago
-from .service import CompanionError
+from .errors import CompanionError
 
 SHORT = 100  # characters of a shortened line: the gist of a turn, not the turn
 DEFAULT_HISTORY = 5

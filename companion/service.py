@@ -8,7 +8,6 @@ processes on one session can never interleave turns.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Callable
 
 from memory_store import crud, open_store
@@ -19,69 +18,17 @@ from .config import EngramConfig
 from .continuation import continuation_prompt
 from .crashpoints import crash_hooks, crash_point
 from .cycle import Engine, chat_ids
-from .recall import check_recall, recalled_input
-from .sampling import Sampling
 from .recipes import DEFAULT, get_recipe
 from .engram import mean_row_norm
+from .errors import CompanionError
+from .inputs import clean_input, clean_system  # noqa: F401  (clean_input: re-exported)
 from .loading import LanguageModel, load_model
+from .recall import check_recall, recalled_input
+from .reports import TurnReport, TurnView
+from .sampling import Sampling
 from .settings import cache_dir, database_url
 
-
-class CompanionError(Exception):
-    """A refusal the user can act on; the message is one line and says how."""
-
-
-@dataclass(frozen=True)
-class TurnReport:
-    reply: str
-    cycle: int  # turns committed in the session, this one included
-    prompt_tokens: int  # engram slots + this input
-    transcript_tokens: int  # what carrying the whole transcript as text would have cost
-    reply_tokens: int
-    gen_seconds: float
-    update_seconds: float
-    engram_norm: float
-    cut: bool = False  # the reply stopped at max_new_tokens (/more continues it)
-    recalled: tuple[int, ...] = ()  # numbers of the stored turns --recall put in front of the input
-
-
-@dataclass(frozen=True)
-class TurnView:
-    index: int
-    user: str
-    reply: str
-    prompt_tokens: int
-    transcript_tokens: int
-    reply_tokens: int
-    seconds: float
-    engram_shape: str
-    engram_norm: float
-    engram_ok: str  # "ok" or why the stored engram cannot be used
-
-
-CONTROL_OK = {"\n", "\t"}
-
-def clean_input(text: str) -> str:
-    """Refuse what cannot be a chat message; returns the text stripped."""
-    if "\x00" in text:
-        raise CompanionError("input contains a NUL byte; nothing was sent")
-    bad = sorted({f"U+{ord(c):04X}" for c in text if ord(c) < 32 and c not in CONTROL_OK and c != "\r"})
-    if bad:
-        raise CompanionError(f"input contains control characters ({', '.join(bad)}); nothing was sent")
-    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        raise CompanionError("input is empty; type a message (or /help)")
-    return text
-
-
-def clean_system(text: str | None) -> str | None:
-    """A --system text stripped ("" clears the prompt), or None when not given."""
-    if text is None or not text.strip():
-        return None if text is None else ""
-    try:
-        return clean_input(text)
-    except CompanionError as exc:
-        raise CompanionError(str(exc).replace("input", "the system prompt", 1)) from None
+__all__ = ["Companion", "CompanionError", "TurnReport", "TurnView", "clean_input"]
 
 
 class Companion:
