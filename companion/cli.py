@@ -101,7 +101,7 @@ def cmd_chat(args) -> int:
             raise CompanionError("no session to continue yet; start one with `companion chat`")
         name = listed[0].name
     comp.check_resumable(name)
-    header = resume_header(comp.store, name, system=comp.system)
+    header = resume_header(comp.store, name, system=comp.system, recall=comp.recall)
     comp.warm_up(name)  # the prompt appears once the model is ready
 
     def footer(report, on_text) -> str:

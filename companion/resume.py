@@ -45,10 +45,12 @@ def _exchange_lines(e: Exchange, lead: str = "") -> list[str]:
     return [f"{lead}#{e.index} you: {shorten(e.user)}", f"{pad}#{e.index} companion: {shorten(e.reply)}"]
 
 
-def resume_header(store, name: str, *, now: datetime | None = None, system: str | None = None) -> str | None:
+def resume_header(store, name: str, *, now: datetime | None = None, system: str | None = None,
+                  recall: int | None = None) -> str | None:
     """The header of a resumed session; None for a session that does not exist yet.
 
-    system: a --system given on this resume ("" clears), announced when it changes the prompt.
+    system, recall: a --system ("" clears) or --recall given on this resume, announced when they
+    change what the next turn gets.
     """
     with store.session() as db:
         chat = crud.get_session(db, name=crud.validate_session_name(name))
@@ -65,7 +67,9 @@ def resume_header(store, name: str, *, now: datetime | None = None, system: str 
             lines.append(f"system from turn {chat.cycle + 1}: {shorten(system) or '(cleared: the model default)'}")
         elif stored:
             lines.append(f"system: {shorten(stored)}")
-        if chat.recall:
+        if recall is not None and recall != chat.recall:
+            lines.append(f"recall from turn {chat.cycle + 1}: {recall} stored turns in front of each input")
+        elif chat.recall:
             lines.append(f"recall: {chat.recall} stored turns in front of each input")
         if last is not None:
             lines += _exchange_lines(Exchange(last.index, last.user_text, last.reply_text), "last: ")

@@ -77,6 +77,8 @@ def test_a_session_without_system_keeps_the_templates_default_and_the_header_ann
     try:
         assert "system" not in resume_header(store, "plain")
         assert "system from turn 2: Be kind." in resume_header(store, "plain", system="Be kind.")
+        assert "recall" not in resume_header(store, "plain", recall=0)
+        assert "recall from turn 2: 3 stored turns" in resume_header(store, "plain", recall=3)
         with store.session() as db:
             assert show(cli_run, "plain")["system"] == [] and crud.get_session(db, name="plain").cycle == 1
     finally:
