@@ -47,9 +47,10 @@ def fork_session(db: Session, *, source: ChatSession, name: str, at: int) -> Cha
         if e is not None:
             copy.engram = Engram(session_id=fork.id, **{c: getattr(e, c) for c in _ENGRAM_COLUMNS})
         db.add(copy)
+    # The prompts of turns 1..at, so the fork goes on with the one turn `at` had; a change the source
+    # made from turn at+1 on belongs to a turn the fork does not have. At 0: the prompt it was created with.
     for p in db.scalars(select(SystemPrompt).where(SystemPrompt.session_id == source.id,
-                                                   SystemPrompt.from_turn <= at + 1)):
-        # from_turn at+1 is the prompt the source set for its next turn: the fork's next turn is that one.
+                                                   SystemPrompt.from_turn <= max(at, 1))):
         db.add(SystemPrompt(session_id=fork.id, from_turn=p.from_turn, text=p.text, created_at=p.created_at))
     db.flush()
     return fork

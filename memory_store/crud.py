@@ -254,6 +254,12 @@ def last_turn(db: Session, *, chat: ChatSession) -> Turn | None:
     return db.scalars(select(Turn).where(Turn.session_id == chat.id).order_by(Turn.index.desc()).limit(1)).first()
 
 
+def last_turns(db: Session, *, chat: ChatSession, n: int) -> list[Turn]:
+    """The newest n turns, oldest first."""
+    rows = db.scalars(select(Turn).where(Turn.session_id == chat.id).order_by(Turn.index.desc()).limit(n))
+    return list(rows)[::-1]
+
+
 def engram_rows(db: Session, *, chat: ChatSession) -> list[Engram]:
     return list(
         db.scalars(select(Engram).where(Engram.session_id == chat.id).order_by(Engram.cycle))

@@ -54,8 +54,10 @@ def engram_of(url: str, name: str, cycle: int) -> torch.Tensor:
 
 @pytest.fixture()
 def three_turns(cli_run):
-    for i, msg in enumerate(("My cat is called Zorblat.", "We fly to Kyoto in April.", "The hotel is near Gion.")):
-        code, _, err = cli_run("say", "-s", "trip", *SMALL, *(["--system", "Be brief."] if i == 0 else []), msg)
+    systems = (["--system", "Be brief."], [], ["--system", "Be long."])  # a change as of turn 3
+    texts = ("My cat is called Zorblat.", "We fly to Kyoto in April.", "The hotel is near Gion.")
+    for system, msg in zip(systems, texts):
+        code, _, err = cli_run("say", "-s", "trip", *SMALL, *system, msg)
         assert code == 0, err
     return cli_run
 
@@ -87,7 +89,7 @@ def test_fork_at_a_turn_starts_from_that_engram_and_leaves_the_source_byte_ident
     (engram, system), = injected
     assert torch.equal(engram, engram_of(run.url, "trip", 2))
     assert not torch.equal(engram, engram_of(run.url, "trip", 3))  # the latest would have been wrong
-    assert system == "Be brief."
+    assert system == "Be brief."  # the prompt turn 2 had, not the source's change as of turn 3
     assert rows(run.url, "trip") == before  # a turn on the fork does not touch the source either
     assert [t.index for t in rows(run.url, "branch")["turns"]] == [1, 2, 3]
 
@@ -97,9 +99,12 @@ def test_fork_defaults_to_the_latest_turn_and_at_zero_is_empty(three_turns):
     assert run("fork", "trip", "whole")[0] == 0
     assert [t.index for t in rows(run.url, "whole")["turns"]] == [1, 2, 3]
     assert rows(run.url, "whole")["sessions"][0].cycle == 3
+    assert [(p.from_turn, p.text) for p in rows(run.url, "whole")["system_prompts"]] == [(1, "Be brief."),
+                                                                                          (3, "Be long.")]
     assert run("fork", "trip", "blank", "--at", "0")[0] == 0
     blank = rows(run.url, "blank")
     assert blank["turns"] == [] and blank["engrams"] == [] and blank["sessions"][0].cycle == 0
+    assert [(p.from_turn, p.text) for p in blank["system_prompts"]] == [(1, "Be brief.")]  # as it was created
 
 
 @pytest.mark.parametrize(("argv", "status", "message"), [
