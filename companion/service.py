@@ -299,7 +299,9 @@ class Companion:
             "engram_norm": round(last.engram_norm, 3) if last else 0.0,
             "engram_shape": last.engram_shape if last else "-",
             "recall": info["recall"],
-            "recalled": ", ".join(f"#{i}" for i in self._recalled.get(name, ())) or "none",
+            # What --recall put in front of this process's last turn (not stored: it is the turn's input).
+            "recalled": ("no turn yet in this chat" if name not in self._recalled
+                         else ", ".join(f"#{i}" for i in self._recalled[name]) or "none"),
             "system": next((p["text"] for p in reversed(info["system"])), "") or "(the model's default)",
             "sampling": self.sampling.describe(),
         }
