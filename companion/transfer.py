@@ -39,6 +39,7 @@ from memory_store.errors import CorruptEngramError, SessionNameError
 from memory_store.settings import set_system_prompt, system_prompts
 
 from .config import ConfigError, EngramConfig
+from .recall import MAX_RECALL
 from .recipes import get_recipe
 
 FORMAT = "companion-session"
@@ -217,8 +218,8 @@ def _read(path: Path) -> _Parsed:
         raise bad(f"session says {session.get('cycle')} turns but the transcript has {len(transcript)}")
     # Files exported before --recall and --system lack these: such a session recalls nothing, has no prompt.
     recall = session.setdefault("recall", 0)
-    if not isinstance(recall, int) or isinstance(recall, bool) or not 0 <= recall <= 20:
-        raise bad("session field 'recall' is not a whole number from 0 to 20")
+    if not isinstance(recall, int) or isinstance(recall, bool) or not 0 <= recall <= MAX_RECALL:
+        raise bad(f"session field 'recall' is not a whole number from 0 to {MAX_RECALL}")
     prompts = session.setdefault("system", [])
     if not isinstance(prompts, list) or not all(
             isinstance(p, dict) and isinstance(p.get("from_turn"), int) and not isinstance(p["from_turn"], bool)
