@@ -1,4 +1,4 @@
-"""The `companion` command: chat, say, sessions, show, delete, export, import, recipes.
+"""The `companion` command: chat, say, sessions, show, fork, rename, delete, export, import, recipes.
 
 It parses arguments, calls the service and prints; errors become one line on
 stderr and exit status 1 (2 for usage errors, 130 for Ctrl-C).
@@ -16,13 +16,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from memory_store.errors import StoreError
 
+from .cli_args import count_arg, recipe_arg, sampling_of, shaping_opts, turn_arg
 from .config import ConfigError, EngramConfig
+from .continuation import cut_notice
 from .cycle import InputTooLongError
+from .dates import ago
+from .fork import fork, rename
 from .loading import ModelLoadError
 from .repl import prompt_reader, run_repl
+from .resume import history_text, resume_header
 from .service import Companion, CompanionError
 from .settings import DataFolderError, data_dir
 from .transfer import TransferError, export_session, import_session
+from .views import footer_line, sessions_table, transcript_text
 
 ERRORS = (CompanionError, StoreError, ModelLoadError, ConfigError, InputTooLongError, TransferError,
           DataFolderError, SQLAlchemyError, ValueError, OSError)
@@ -33,27 +39,6 @@ def one_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc) if isinstance(exc, SQLAlchemyError) else str(exc)
     text = text.strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _count(text: str) -> int:
-    """argparse type for --max-new-tokens: a whole number from 1 to 100000."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (1..100000)")
-    return value
-
-
-def recipe_arg(text: str) -> str:
-    """argparse type for --recipe: a registered recipe name."""
-    from .recipes import recipe_names
-
-    if text not in recipe_names():
-        raise argparse.ArgumentTypeError(f"unknown recipe {text!r}; choose one of {', '.join(recipe_names())} "
-                                         "(`companion recipes` describes them)")
-    return text
 
 
 def _recipe(args) -> EngramConfig | None:
@@ -70,18 +55,16 @@ def _recipe(args) -> EngramConfig | None:
 
 def _companion(args) -> Companion:
     return Companion(db_url=args.db, model=args.model, config=_recipe(args),
-                     max_new_tokens=getattr(args, "max_new_tokens", 200))
-
-
-def _footer(report) -> str:
-    return (f"cycle {report.cycle} | prompt {report.prompt_tokens} tokens (transcript would be "
-            f"{report.transcript_tokens}) | {report.reply_tokens} tokens in {report.gen_seconds:.1f}s "
-            f"+ update {report.update_seconds * 1000:.0f} ms")
+                     max_new_tokens=getattr(args, "max_new_tokens", 200), system=args.system,
+                     sampling=sampling_of(args), recall=args.recall)
 
 
 def cmd_say(args) -> int:
     text = " ".join(args.text) if args.text else None
-    if text is None or text == "-":
+    if args.more:
+        if text is not None:
+            raise CompanionError("--more continues the last reply; give it no text")
+    elif text is None or text == "-":
         raw = sys.stdin.buffer.read()
         try:
             text = raw.decode("utf-8")
@@ -96,13 +79,15 @@ def cmd_say(args) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-    report = comp.say(args.session, text, on_text=on_text)
+    report = comp.more(args.session, on_text=on_text) if args.more else comp.say(args.session, text, on_text=on_text)
     if args.json:
         print(json.dumps({"session": args.session, **report.__dict__}))
     elif args.stream:
         print()
     else:
         print(report.reply)
+    if report.cut and not args.json:
+        print(cut_notice(report.reply_tokens, f"`companion say -s {args.session} --more`"), file=sys.stderr)
     comp.close()
     return 0
 
@@ -116,29 +101,38 @@ def cmd_chat(args) -> int:
             raise CompanionError("no session to continue yet; start one with `companion chat`")
         name = listed[0].name
     comp.check_resumable(name)
+    header = resume_header(comp.store, name, system=comp.system, recall=comp.recall)
     comp.warm_up(name)  # the prompt appears once the model is ready
 
+    def footer(report, on_text) -> str:
+        if report.cut:
+            on_text("\n" + cut_notice(report.reply_tokens))
+        return footer_line(report)
+
     def respond(text, on_text):
-        return _footer(comp.say(name, text, on_text=on_text))
+        return footer(comp.say(name, text, on_text=on_text), on_text)
+
+    def more(_arg, on_text):
+        return footer(comp.more(name, on_text=on_text), on_text)
+
+    def history(arg: str) -> str:
+        return history_text(comp.store, name, arg)
 
     def stats(_arg: str) -> str:
         return "\n".join(f"{k}: {v}" for k, v in comp.stats(name).items())
 
     def sessions(_arg: str) -> str:
-        return _sessions_table(comp.sessions()) or "no sessions yet"
+        return sessions_table(comp.sessions()) or "no sessions yet"
 
     def show(_arg: str) -> str:
-        return _transcript(comp, name)
+        return transcript_text(comp, name)
 
-    run_repl(session=name, respond=respond, commands={"stats": stats, "sessions": sessions, "show": show},
+    run_repl(session=name, respond=respond,
+             commands={"stats": stats, "sessions": sessions, "show": show, "history": history},
+             streams={"more": more}, header=header,
              read_line=prompt_reader(data_dir() / "history"), errors=ERRORS, describe=one_line)
     comp.close()
     return 0
-
-
-def _sessions_table(items) -> str:
-    lines = [f"{s.name:24} {s.turns:5} turns  {s.model:28} last used {s.last_used[:19]}" for s in items]
-    return "\n".join(lines)
 
 
 def cmd_sessions(args) -> int:
@@ -146,21 +140,11 @@ def cmd_sessions(args) -> int:
     items = comp.sessions()
     if args.json:
         print(json.dumps([{"name": s.name, "turns": s.turns, "model": s.model, "created": s.created,
-                           "last_used": s.last_used, "cycle": s.cycle} for s in items], indent=2))
+                           "last_used": s.last_used, "cycle": s.cycle, "created_ago": ago(s.created),
+                           "last_used_ago": ago(s.last_used)} for s in items], indent=2))
     else:
-        print(_sessions_table(items) or "no sessions yet")
+        print(sessions_table(items) or "no sessions yet")
     return 0
-
-
-def _transcript(comp: Companion, name: str) -> str:
-    info, views = comp.show(name)
-    out = [f"session {info['name']}: {info['cycle']} turns, model {info['model']}, "
-           f"recipe {EngramConfig.from_dict(info['recipe']).describe()}"]
-    for v in views:
-        out += [f"\n#{v.index} you: {v.user}", f"#{v.index} companion: {v.reply}",
-                f"   engram {v.engram_shape} norm {v.engram_norm:.2f} [{v.engram_ok}] | prompt "
-                f"{v.prompt_tokens} vs transcript {v.transcript_tokens} tokens | {v.seconds:.1f}s"]
-    return "\n".join(out)
 
 
 def cmd_show(args) -> int:
@@ -169,7 +153,23 @@ def cmd_show(args) -> int:
         info, views = comp.show(args.name)
         print(json.dumps({**info, "turns": [v.__dict__ for v in views]}, indent=2))
     else:
-        print(_transcript(comp, args.name))
+        print(transcript_text(comp, args.name))
+    return 0
+
+
+def cmd_fork(args) -> int:
+    comp = Companion(db_url=args.db)
+    report = fork(comp.store, args.name, args.new, at=args.at)
+    comp.close()
+    print(f"forked session {report.source!r} after turn {report.at} as {report.name!r}")
+    return 0
+
+
+def cmd_rename(args) -> int:
+    comp = Companion(db_url=args.db)
+    rename(comp.store, args.old, args.new)
+    comp.close()
+    print(f"renamed session {args.old!r} to {args.new!r}")
     return 0
 
 
@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="engram recipe of a new session (default seed; `companion recipes` lists them)")
         sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
         sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
-        sp.add_argument("--max-new-tokens", type=_count, default=200, help="longest reply in tokens (default 200)")
+        sp.add_argument("--max-new-tokens", type=count_arg, default=200, help="longest reply in tokens (default 200)")
+        shaping_opts(sp)
 
     chat = sub.add_parser("chat", help="interactive chat (resumes the session if it exists)")
     chat.add_argument("--session", "-s", default="default")
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--session", "-s", required=True)
     say.add_argument("--json", action="store_true", help="print the turn report as JSON")
     say.add_argument("--stream", action="store_true", help="print the reply as it is generated")
+    say.add_argument("--more", action="store_true", help="continue the last reply (one cut at --max-new-tokens)")
     say.add_argument("text", nargs="*")
     model_opts(say)
     say.set_defaults(func=cmd_say)
@@ -257,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
+
+    fk = sub.add_parser("fork", help="a new session from NAME's engram after turn --at, with the transcript so far")
+    fk.add_argument("name")
+    fk.add_argument("new")
+    fk.add_argument("--at", type=turn_arg, default=None, metavar="TURN",
+                    help="fork after this turn (default: the latest)")
+    fk.set_defaults(func=cmd_fork)
+
+    rn = sub.add_parser("rename", help="rename a session")
+    rn.add_argument("old")
+    rn.add_argument("new")
+    rn.set_defaults(func=cmd_rename)
 
     delete = sub.add_parser("delete", help="delete a session and its engrams")
     delete.add_argument("name")

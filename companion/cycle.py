@@ -21,6 +21,7 @@ from .loading import LanguageModel
 from .recipes.base import Placement, Written, get_recipe
 from .recipes.fixed import fixed_hash
 from .recipes.writers import state_part
+from .sampling import Sampling, pick
 from .residual import NoWrite, ResidualWrite, surprise_of  # noqa: F401  (surprise_of: used by batch)
 
 
@@ -42,6 +43,7 @@ class TurnResult:
     gen_seconds: float
     update_seconds: float
     turn_ids: list[int] | None = None  # the turn's tokens after the engram: input + reply + end
+    cut: bool = False  # the reply stopped at max_new_tokens, not at the model's end token
 
 
 def _cache_of(out):
@@ -96,9 +98,11 @@ class Engine:
         vectors = state_part(engram, self.writer.extra_columns)
         return self.reader.vectors(vectors, self.embed_norm).to(self.lm.device)
 
-    def place(self, engram: torch.Tensor | None, user: str, reply: str | None = None) -> Placement:
-        """The prompt of one turn with the engram placed by the recipe's reader."""
-        return self.reader.place(self.tokenizer, self.prepare(engram), user, reply, layer=self.config.layer)
+    def place(self, engram: torch.Tensor | None, user: str, reply: str | None = None, *,
+              system: str | None = None) -> Placement:
+        """The prompt of one turn with the engram placed by the recipe's reader (and a system message)."""
+        return self.reader.place(self.tokenizer, self.prepare(engram), user, reply, layer=self.config.layer,
+                                 system=system)
 
     def embed(self, ids: list[int]) -> torch.Tensor:
         t = torch.tensor([ids], device=self.lm.device)
@@ -240,6 +244,9 @@ class Engine:
         min_new_tokens: int = 0,
         reuse_states: bool = True,
         update: bool = True,
+        system: str | None = None,
+        sampling: Sampling | None = None,
+        turn: int = 0,
     ) -> TurnResult:
         """Generate a reply to user_text with `engram` placed by the reader, then write the next engram.
 
@@ -249,11 +256,14 @@ class Engine:
         update=False skips the engram update altogether (engram None in the
         result): the no-memory baseline the update overhead is measured against.
         min_new_tokens suppresses the end token until that many were generated.
+        system: the system message of the chat template (None: the template's default).
+        sampling: None or greedy picks the argmax; otherwise turn `turn` draws from its seeded generator.
         KeyboardInterrupt propagates: the caller stores nothing.
         """
-        ids = chat_ids(self.tokenizer, user_text)
+        ids = chat_ids(self.tokenizer, user_text, system=system)
         self.check_fits(engram, ids, max_new_tokens)
-        p = self.place(engram, user_text)
+        p = self.place(engram, user_text, system=system)
+        generator = sampling.generator(turn) if sampling is not None else None
         stop = end_id(self.tokenizer)
         eos_ids = {stop} | ({self.tokenizer.eos_token_id} - {None})
         reuse_states = reuse_states and update
@@ -273,6 +283,7 @@ class Engine:
         shown = ""
         fed_all = True  # whether every reply token has been fed through the model
         raw = logits  # the unpenalised logits of the latest position (surprise is read off these)
+        cut = False
         for _ in range(max_new_tokens):
             raw = logits
             if repetition_penalty != 1.0 and reply_ids:
@@ -283,7 +294,7 @@ class Engine:
             if len(reply_ids) < min_new_tokens:  # benchmarks need replies of a fixed length
                 logits = logits.clone()
                 logits[list(eos_ids)] = float("-inf")
-            nxt = int(torch.argmax(logits))
+            nxt = pick(logits, sampling, generator)
             if nxt in eos_ids:
                 break
             if want_sur:
@@ -296,6 +307,7 @@ class Engine:
                     on_text(text[len(shown):])
                     shown = text
             if len(reply_ids) == max_new_tokens:
+                cut = True
                 break
             mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
             out = self._step([nxt], mask, past, reuse_states)
@@ -311,7 +323,7 @@ class Engine:
         t1 = time.perf_counter()
         turn_ids = ids + reply_ids + [stop]
         if not update:
-            return TurnResult(reply, None, len(p.ids), len(ids), len(reply_ids), gen_seconds, 0.0, turn_ids)
+            return TurnResult(reply, None, len(p.ids), len(ids), len(reply_ids), gen_seconds, 0.0, turn_ids, cut)
         if reuse_states:
             # Feed what generation never fed (the closing token, and a last reply
             # token if the length limit cut in) so the states cover the whole turn.
@@ -332,4 +344,4 @@ class Engine:
         del past, out  # the turn's KV cache ends here
         new = self.compress(written, p.ids + reply_ids + [stop])
         return TurnResult(reply, new, len(p.ids), len(ids), len(reply_ids), gen_seconds,
-                          time.perf_counter() - t1, turn_ids)
+                          time.perf_counter() - t1, turn_ids, cut)

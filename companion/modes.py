@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .retrieval import BM25
+from .retrieval import format_turns, recall, with_context  # noqa: F401  (re-exported: the harness imports them here)
 
 
 @dataclass
@@ -34,17 +34,6 @@ class Memory:
 class Prompt:
     engram: torch.Tensor | None  # injected as the prefix (None: no prefix)
     context: str | None  # text placed before the question in the user message
-
-
-def format_turns(turns: list[tuple[str, str]]) -> str:
-    return "\n".join(f"User: {u}\nAssistant: {r}" for u, r in turns)
-
-
-def with_context(context: str | None, question: str) -> str:
-    """The user message for a question, with remembered text in front of it."""
-    if not context:
-        return question
-    return f"Earlier in our conversation:\n{context}\n\nNow answer briefly: {question}"
 
 
 def _fit(turns: list[tuple[str, str]], budget_chars: int) -> list[tuple[str, str]]:
@@ -70,11 +59,8 @@ class Mode:
 
 
 def _retrieve(memory: Memory, question: str, k: int) -> str | None:
-    if not memory.turns:
-        return None
-    docs = [f"{u} {r}" for u, r in memory.turns]
-    hits = sorted(BM25(docs).top(question, k))  # keep conversation order
-    return format_turns([memory.turns[i] for i in hits]) or None
+    # The same function as the product's `--recall K` (unbounded here, as the rows were measured).
+    return recall(memory.turns, question, k).text
 
 
 def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int = 3) -> dict[str, Mode]:

@@ -3,6 +3,8 @@
     respond(text, on_text) runs one turn, streaming the reply through on_text,
     and returns a short footer line (or None). KeyboardInterrupt inside it
     cancels that turn only; EOF (Ctrl-D) or /quit ends the loop.
+    commands map /name to a function of the argument returning text; streams
+    map /name to a turn like respond's (/more), fed the argument instead of text.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ Command = Callable[[str], str]
 HELP = """Type a message and press Enter. Ctrl-C cancels a reply (nothing is stored); Ctrl-D quits.
 /help        this help
 /sessions    list saved sessions
-/stats       cycles, prompt tokens this turn vs the full transcript, engram norm
+/history [N] the last N exchanges (default 5)
+/more        continue the last reply (after "[cut at N tokens]"), as a turn of its own
+/stats       cycles, prompt tokens this turn vs the full transcript, engram norm, recalled turns
 /show        this session's transcript
 /quit        leave (the session is already saved after every turn)"""
 
@@ -74,13 +78,31 @@ def run_repl(
     errors: tuple[type[BaseException], ...] = (),
     out: TextIO = sys.stdout,
     describe: Callable[[BaseException], str] = str,
+    header: str | None = None,
+    streams: dict[str, Respond] | None = None,
 ) -> None:
-    """Loop: read a line, run a slash command or a turn, print what happened."""
+    """Loop: read a line, run a slash command or a turn, print what happened.
+
+    header: printed under the greeting (where a resumed session left off).
+    """
+    streams = streams or {}
+
     def say(text: str) -> None:
         out.write(text)
         out.flush()
 
+    def turn(run: Respond, text: str) -> None:
+        try:
+            footer = run(text, say)
+            say("\n" + (f"[{footer}]\n" if footer else ""))
+        except KeyboardInterrupt:
+            say("\n[cancelled: this turn was not stored]\n")
+        except errors as exc:
+            say(f"\nerror: {describe(exc)}\n")
+
     say(f"Chatting in session {session!r}. /help for commands, Ctrl-D to quit.\n")
+    if header:
+        say(header + "\n")
     while True:
         try:
             line = read_line()
@@ -101,6 +123,8 @@ def run_repl(
                 return
             if name == "help":
                 say(HELP + "\n")
+            elif name in streams:
+                turn(streams[name], arg.strip())
             elif name in commands:
                 try:
                     say(commands[name](arg.strip()) + "\n")
@@ -109,10 +133,4 @@ def run_repl(
             else:
                 say(f"unknown command /{name}; /help lists the commands\n")
             continue
-        try:
-            footer = respond(line, say)
-            say("\n" + (f"[{footer}]\n" if footer else ""))
-        except KeyboardInterrupt:
-            say("\n[cancelled: this turn was not stored]\n")
-        except errors as exc:
-            say(f"\nerror: {describe(exc)}\n")
+        turn(respond, line)

@@ -8,64 +8,27 @@ processes on one session can never interleave turns.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Callable
 
 from memory_store import crud, open_store
 from memory_store.errors import CorruptEngramError, StaleSessionError
+from memory_store.settings import set_recall, set_system_prompt, system_prompt_at, system_prompts
 
 from .config import EngramConfig
+from .continuation import continuation_prompt
 from .crashpoints import crash_hooks, crash_point
 from .cycle import Engine, chat_ids
 from .recipes import DEFAULT, get_recipe
 from .engram import mean_row_norm
+from .errors import CompanionError
+from .inputs import clean_input, clean_system  # noqa: F401  (clean_input: re-exported)
 from .loading import LanguageModel, load_model
+from .recall import check_recall, recalled_input
+from .reports import TurnReport, TurnView
+from .sampling import Sampling
 from .settings import cache_dir, database_url
 
-
-class CompanionError(Exception):
-    """A refusal the user can act on; the message is one line and says how."""
-
-
-@dataclass(frozen=True)
-class TurnReport:
-    reply: str
-    cycle: int  # turns committed in the session, this one included
-    prompt_tokens: int  # engram slots + this input
-    transcript_tokens: int  # what carrying the whole transcript as text would have cost
-    reply_tokens: int
-    gen_seconds: float
-    update_seconds: float
-    engram_norm: float
-
-
-@dataclass(frozen=True)
-class TurnView:
-    index: int
-    user: str
-    reply: str
-    prompt_tokens: int
-    transcript_tokens: int
-    reply_tokens: int
-    seconds: float
-    engram_shape: str
-    engram_norm: float
-    engram_ok: str  # "ok" or why the stored engram cannot be used
-
-
-CONTROL_OK = {"\n", "\t"}
-
-def clean_input(text: str) -> str:
-    """Refuse what cannot be a chat message; returns the text stripped."""
-    if "\x00" in text:
-        raise CompanionError("input contains a NUL byte; nothing was sent")
-    bad = sorted({f"U+{ord(c):04X}" for c in text if ord(c) < 32 and c not in CONTROL_OK and c != "\r"})
-    if bad:
-        raise CompanionError(f"input contains control characters ({', '.join(bad)}); nothing was sent")
-    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        raise CompanionError("input is empty; type a message (or /help)")
-    return text
+__all__ = ["Companion", "CompanionError", "TurnReport", "TurnView", "clean_input"]
 
 
 class Companion:
@@ -80,12 +43,23 @@ class Companion:
         max_new_tokens: int = 200,
         quiet: bool = False,
         lm: LanguageModel | None = None,
+        system: str | None = None,
+        sampling: Sampling | None = None,
+        recall: int | None = None,
     ):
+        """system, recall: None keeps the session's own (a new session: none, 0); given, they are
+        stored with a new session, and on an existing one apply from its next turn on."""
+        try:
+            self.recall = None if recall is None else check_recall(recall)
+        except ValueError as exc:
+            raise CompanionError(str(exc)) from None
+        self.system, self.sampling = clean_system(system), sampling or Sampling()
         self.store = open_store(database_url(db_url))
         self.model_spec, self.requested_config = model, config
         self.max_new_tokens, self.quiet = max_new_tokens, quiet
         self._lm = lm
         self._engines: dict[str, Engine] = {}
+        self._recalled: dict[str, tuple[int, ...]] = {}  # per session: what this process's last turn recalled
 
     # -- model --------------------------------------------------------------
     @property
@@ -147,19 +121,39 @@ class Companion:
 
     def say(self, name: str, text: str, *, on_text: Callable[[str], None] | None = None) -> TurnReport:
         """One turn of session `name` (created on first use). Stores nothing if interrupted."""
+        return self._turn(crud.validate_session_name(name), clean_input(text), on_text)
+
+    def more(self, name: str, *, on_text: Callable[[str], None] | None = None) -> TurnReport:
+        """Continue the session's last reply (one cut at max_new_tokens) as a turn of its own."""
         name = crud.validate_session_name(name)
-        text = clean_input(text)
         with self.store.session() as db:
             chat = crud.get_session(db, name=name)
+            last = crud.last_turn(db, chat=chat) if chat is not None else None
+        if last is None:
+            raise CompanionError(f"nothing to continue: session {name!r} has no reply yet")
+        return self._turn(name, continuation_prompt(last.reply_text), on_text, recall=False, after=last.index)
+
+    def _turn(self, name: str, text: str, on_text, *, recall: bool = True, after: int | None = None) -> TurnReport:
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=name)
+            if after is not None and (chat is None or chat.cycle != after):
+                raise CompanionError(f"session {name!r} moved on in another process; nothing was continued")
             config = self._recipe_for(chat)
             engram, expected = None, 0
             last = None
+            k = self.recall if self.recall is not None else (chat.recall if chat is not None else 0)
+            system, stored_system = self.system, None
             if chat is not None:
                 expected = chat.cycle
                 # Verified before the model is even loaded: a damaged engram is never injected.
                 engram = self._latest(db, chat, config)
                 turn = crud.last_turn(db, chat=chat)
                 last = None if turn is None else (turn.user_text, turn.reply_text, turn.transcript_tokens)
+                stored_system = system_prompt_at(db, chat=chat, turn=expected + 1)
+                system = stored_system if system is None else system
+            # Recorded with the turn, as of this turn, only when it changes what applies.
+            new_system = self.system is not None and (self.system or None) != stored_system
+            model_text, recalled = recalled_input(db, chat=chat, text=text, k=k if recall else 0)
             self._check_model(chat)
             self._check_width(chat, engram, config)
         engine = self.engine(config)
@@ -167,7 +161,8 @@ class Companion:
         crash_point("after-load")
         on_text, original_compress = crash_hooks(engine, on_text)
         try:
-            result = engine.run_turn(engram, text, on_text=on_text, max_new_tokens=self.max_new_tokens)
+            result = engine.run_turn(engram, model_text, on_text=on_text, max_new_tokens=self.max_new_tokens,
+                                     system=system or None, sampling=self.sampling, turn=expected + 1)
         finally:
             if original_compress is not None:
                 engine.compress = original_compress
@@ -180,8 +175,12 @@ class Companion:
                 if chat is None:
                     if expected != 0:
                         raise CompanionError(f"session {name!r} was deleted while this turn ran; nothing was stored")
-                    chat = crud.create_session(db, name=name, model_name=self.lm.name,
+                    chat = crud.create_session(db, name=name, model_name=self.lm.name, recall=k,
                                                model_fingerprint=self.lm.fingerprint, engram_config=config.to_dict())
+                elif self.recall is not None and chat.recall != k:
+                    set_recall(db, chat=chat, recall=k)
+                if new_system:
+                    set_system_prompt(db, chat=chat, from_turn=expected + 1, text=self.system)
                 crud.add_turn(db, chat=chat, expected_cycle=expected, user_text=text, reply_text=result.reply,
                               prompt_tokens=result.prompt_tokens, reply_tokens=result.reply_tokens,
                               transcript_tokens=transcript, gen_seconds=result.gen_seconds,
@@ -195,8 +194,10 @@ class Companion:
                 "not stored, so send it again"
             ) from exc
         crash_point("after-commit")
+        self._recalled[name] = tuple(recalled)
         return TurnReport(result.reply, expected + 1, result.prompt_tokens, transcript, result.reply_tokens,
-                          result.gen_seconds, result.update_seconds, mean_row_norm(result.engram))
+                          result.gen_seconds, result.update_seconds, mean_row_norm(result.engram), result.cut,
+                          tuple(recalled))
 
     def _latest(self, db, chat, config: EngramConfig | None = None):
         """The session's newest engram, verified; refuses one that is damaged, missing or of another recipe."""
@@ -277,7 +278,9 @@ class Companion:
                                       row.shape if row else "-", row.norm if row else 0.0, status))
             info = {"name": chat.name, "model": chat.model_name, "fingerprint": chat.model_fingerprint,
                     "recipe": json.loads(chat.engram_config), "cycle": chat.cycle,
-                    "created": chat.created_at.isoformat(), "last_used": chat.last_used_at.isoformat()}
+                    "created": chat.created_at.isoformat(), "last_used": chat.last_used_at.isoformat(),
+                    "recall": chat.recall,
+                    "system": [{"from_turn": p.from_turn, "text": p.text} for p in system_prompts(db, chat=chat)]}
             return info, views
 
     def stats(self, name: str) -> dict:
@@ -295,6 +298,12 @@ class Companion:
             "transcript_tokens": last.transcript_tokens if last else 0,
             "engram_norm": round(last.engram_norm, 3) if last else 0.0,
             "engram_shape": last.engram_shape if last else "-",
+            "recall": info["recall"],
+            # What --recall put in front of this process's last turn (not stored: it is the turn's input).
+            "recalled": ("no turn yet in this chat" if name not in self._recalled
+                         else ", ".join(f"#{i}" for i in self._recalled[name]) or "none"),
+            "system": next((p["text"] for p in reversed(info["system"])), "") or "(the model's default)",
+            "sampling": self.sampling.describe(),
         }
 
     def delete(self, name: str) -> bool:

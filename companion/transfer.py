@@ -5,7 +5,8 @@ safetensors header's string metadata, JSON for everything else::
 
     format          "companion-session"
     format_version  "1"
-    session         {"name", "model_name", "model_fingerprint", "recipe", "created", "cycle"}
+    session         {"name", "model_name", "model_fingerprint", "recipe", "created", "cycle",
+                     "recall", "system": [{"from_turn", "text"}, ...]}   (the last two optional on import)
     transcript      [{"index", "user", "reply", "prompt_tokens", "reply_tokens",
                       "transcript_tokens", "gen_seconds", "update_seconds", "created"}, ...]
     engrams         {"<cycle>": {"sha256", "shape", "dtype"}, ...}   sha256 of the raw tensor bytes
@@ -35,8 +36,10 @@ from safetensors.torch import save
 
 from memory_store import crud
 from memory_store.errors import CorruptEngramError, SessionNameError
+from memory_store.settings import set_system_prompt, system_prompts
 
 from .config import ConfigError, EngramConfig
+from .recall import MAX_RECALL
 from .recipes import get_recipe
 
 FORMAT = "companion-session"
@@ -112,7 +115,8 @@ def export_session(store, name: str, path: str | os.PathLike, *, force: bool = F
                                      "dtype": str(tensor.dtype).removeprefix("torch.")}
         session = {"name": chat.name, "model_name": chat.model_name, "model_fingerprint": chat.model_fingerprint,
                    "recipe": json.loads(chat.engram_config), "created": _iso(chat.created_at),
-                   "cycle": chat.cycle}
+                   "cycle": chat.cycle, "recall": chat.recall,
+                   "system": [{"from_turn": p.from_turn, "text": p.text} for p in system_prompts(db, chat=chat)]}
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -212,6 +216,16 @@ def _read(path: Path) -> _Parsed:
             raise bad(f"transcript turn {pos} contains a NUL byte")
     if session.get("cycle", len(transcript)) != len(transcript):
         raise bad(f"session says {session.get('cycle')} turns but the transcript has {len(transcript)}")
+    # Files exported before --recall and --system lack these: such a session recalls nothing, has no prompt.
+    recall = session.setdefault("recall", 0)
+    if not isinstance(recall, int) or isinstance(recall, bool) or not 0 <= recall <= MAX_RECALL:
+        raise bad(f"session field 'recall' is not a whole number from 0 to {MAX_RECALL}")
+    prompts = session.setdefault("system", [])
+    if not isinstance(prompts, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("from_turn"), int) and not isinstance(p["from_turn"], bool)
+            and 1 <= p["from_turn"] <= len(transcript) + 1 and isinstance(p.get("text"), str)
+            and "\x00" not in p["text"] for p in prompts):
+        raise bad("session field 'system' is not a list of {from_turn, text} within the transcript")
 
     expected = {f"engram.{i}" for i in range(1, len(transcript) + 1)}
     if set(raw) != expected or set(declared) != {k.split(".", 1)[1] for k in expected}:
@@ -261,11 +275,13 @@ def import_session(store, path: str | os.PathLike, *, name: str | None = None,
             db.flush()
         chat = crud.create_session(db, name=target, model_name=parsed.session["model_name"],
                                    model_fingerprint=parsed.session["model_fingerprint"],
-                                   engram_config=parsed.recipe.to_dict())
+                                   engram_config=parsed.recipe.to_dict(), recall=parsed.session["recall"])
         for turn in parsed.transcript:
             crud.add_turn(db, chat=chat, expected_cycle=turn["index"] - 1, user_text=turn["user"],
                           reply_text=turn["reply"], prompt_tokens=turn["prompt_tokens"],
                           reply_tokens=turn["reply_tokens"], transcript_tokens=turn["transcript_tokens"],
                           gen_seconds=float(turn["gen_seconds"]), update_seconds=float(turn["update_seconds"]),
                           engram=parsed.tensors[turn["index"]], engram_config=parsed.recipe.to_dict())
+        for p in parsed.session["system"]:
+            set_system_prompt(db, chat=chat, from_turn=p["from_turn"], text=p["text"])
     return ImportReport(target, len(parsed.transcript), existing is not None)

@@ -23,7 +23,7 @@ from memory_store.errors import (
     StaleSessionError,
     StoreError,
 )
-from memory_store.models import Base, ChatSession, Engram, Turn
+from memory_store.models import Base, ChatSession, Engram, SystemPrompt, Turn
 
 __all__ = [
     "Base",
@@ -36,6 +36,7 @@ __all__ = [
     "StaleSessionError",
     "Store",
     "StoreError",
+    "SystemPrompt",
     "Turn",
     "add_turn",
     "create_session",

@@ -22,7 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from memory_store.codec import decode_engram, dtype_name, encode_engram
 from memory_store.errors import CorruptEngramError, SessionNameError, StaleSessionError
-from memory_store.models import ChatSession, Engram, Turn, utcnow
+from memory_store.models import ChatSession, Engram, SystemPrompt, Turn, utcnow
 
 MAX_NAME_LEN = 64
 _NAME_CHARS = re.compile(r"[A-Za-z0-9._-]")
@@ -93,6 +93,7 @@ def create_session(
     model_name: str,
     model_fingerprint: str,
     engram_config: dict[str, Any],
+    recall: int = 0,
 ) -> ChatSession:
     validate_session_name(name)
     now = utcnow()
@@ -102,6 +103,7 @@ def create_session(
         model_fingerprint=model_fingerprint,
         engram_config=_config_json(engram_config),
         cycle=0,
+        recall=recall,
         created_at=now,
         last_used_at=now,
     )
@@ -252,6 +254,12 @@ def last_turn(db: Session, *, chat: ChatSession) -> Turn | None:
     return db.scalars(select(Turn).where(Turn.session_id == chat.id).order_by(Turn.index.desc()).limit(1)).first()
 
 
+def last_turns(db: Session, *, chat: ChatSession, n: int) -> list[Turn]:
+    """The newest n turns, oldest first."""
+    rows = db.scalars(select(Turn).where(Turn.session_id == chat.id).order_by(Turn.index.desc()).limit(n))
+    return list(rows)[::-1]
+
+
 def engram_rows(db: Session, *, chat: ChatSession) -> list[Engram]:
     return list(
         db.scalars(select(Engram).where(Engram.session_id == chat.id).order_by(Engram.cycle))
@@ -265,6 +273,7 @@ def delete_session(db: Session, *, name: str) -> bool:
     # Explicit child deletes so the result doesn't depend on the backend
     # enforcing ON DELETE CASCADE, and no engram blobs get loaded.
     db.execute(delete(Engram).where(Engram.session_id == chat.id))
+    db.execute(delete(SystemPrompt).where(SystemPrompt.session_id == chat.id))
     db.execute(delete(Turn).where(Turn.session_id == chat.id))
     db.execute(delete(ChatSession).where(ChatSession.id == chat.id))
     return True

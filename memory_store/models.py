@@ -1,4 +1,4 @@
-"""Tables: one row per named session, per committed turn, and per saved engram."""
+"""Tables: one row per named session, per committed turn, per saved engram, and per system prompt."""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ class ChatSession(Base):
     engram_config: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
     # Committed turn count, doubling as the optimistic-concurrency version.
     cycle: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # How many stored turns BM25 puts in front of each new input (0: none); 0003_session_recall.py.
+    recall: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     turns: Mapped[list[Turn]] = relationship(
         back_populates="chat",
@@ -145,3 +147,26 @@ class Engram(Base):
 
     def __repr__(self) -> str:
         return f"Engram(session_id={self.session_id}, cycle={self.cycle}, shape={self.shape!r})"
+
+
+class SystemPrompt(Base):
+    """A session's system prompt from turn `from_turn` on, until a row with a later from_turn.
+
+    Rows, not a column on the session: a prompt changed on resume must not
+    rewrite which prompt the earlier turns were generated with.
+    """
+
+    __tablename__ = "system_prompts"
+    __table_args__ = (UniqueConstraint("session_id", "from_turn"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    from_turn: Mapped[int] = mapped_column(Integer, nullable=False)
+    # "" records that the prompt was cleared (the model's template default applies again).
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    def __repr__(self) -> str:
+        return f"SystemPrompt(session_id={self.session_id}, from_turn={self.from_turn})"

@@ -48,3 +48,28 @@ def embedded_lm(companion_home):
     from companion.loading import load_model
 
     return load_model(None, cache_root=companion_home / "models", quiet=True)
+
+
+@pytest.fixture()
+def cli_run(tiny_lm, tmp_path, monkeypatch, capsys):
+    """companion.cli.main on the tiny model with a database under tmp_path: go(*argv) -> (status, stdout, stderr)."""
+    import functools
+
+    from companion import cli
+    from companion.service import Companion
+
+    monkeypatch.setenv("COMPANION_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cli, "Companion", functools.partial(Companion, lm=tiny_lm, quiet=True))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+
+    def go(*argv: str):
+        capsys.readouterr()
+        try:
+            code = cli.main(["--db", url, *argv])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    go.url = url
+    return go

@@ -171,6 +171,21 @@ CASES = [
     Case("import a file that is not an export", _garbage_import, "not a readable safetensors file"),
     Case("export over an existing file", _export_over_file, "already exists; pass --force"),
     Case("unknown command", lambda c: {"args": ["frobnicate"]}, "invalid choice: 'frobnicate'", code=2),
+    Case("--temperature below 0", _say("-s", KEEP, "--temperature", "-1", "hi"),
+         "argument --temperature: -1 is below 0", code=2),
+    Case("--top-p above 1", _say("-s", KEEP, "--temperature", "1", "--top-p", "1.5", "hi"),
+         "argument --top-p: 1.5 is out of range (above 0, at most 1)", code=2),
+    Case("--seed without --temperature", _say("-s", KEEP, "--seed", "3", "hi"),
+         "--top-p and --seed only apply to sampling; give --temperature above 0 as well"),
+    Case("--recall out of range", _say("-s", KEEP, "--recall", "10000", "hi"),
+         "argument --recall: 10000 is out of range (0..20 stored turns)", code=2),
+    Case("fork onto an existing name", lambda c: {"args": ["fork", KEEP, KEEP]},
+         "a session named 'keep' already exists"),
+    Case("fork --at beyond the last turn", lambda c: {"args": ["fork", KEEP, "k2", "--at", "5"]},
+         "--at 5 is outside session 'keep', which has turns 1..1"),
+    Case("rename an unknown session", lambda c: {"args": ["rename", "nobody", "k2"]}, "no session named 'nobody'"),
+    Case("/history with a bad count (REPL)", lambda c: {"args": ["chat", "-s", KEEP], "stdin": b"/history x\n/quit\n"},
+         "error: /history takes a number of exchanges from 1 to 1000, not 'x'", code=0, stream="stdout"),
 ]
 
 

@@ -5,7 +5,7 @@ turns the layer-L states of that prompt (a Written) into the next engram.
 The turn cycle (companion.cycle.Engine) only calls these two, so a new recipe
 is a new writer or reader plus one `register` call, never an edit to the cycle.
 
-    reader.place(tok, vectors [N, H] | None, user, reply) -> Placement
+    reader.place(tok, vectors [N, H] | None, user, reply, system=None) -> Placement
     writer.write(Written) -> engram [N', H(+1)] float32 CPU
 """
 
@@ -70,7 +70,7 @@ class Reader(Protocol):
     depth_is_layer: bool  # True: the engram is written at the recipe's layer, not at the input
 
     def place(self, tokenizer, vectors: torch.Tensor | None, user: str, reply: str | None, *,
-              layer: int) -> Placement: ...
+              layer: int, system: str | None = None) -> Placement: ...
 
     def vectors(self, engram: torch.Tensor, embed_norm: float) -> torch.Tensor: ...
 

@@ -51,11 +51,11 @@ class PrefixReader(_Depth):
     scaling: str = "embedding-mean-norm"  # "embedding-mean-norm" | "per-slot" | "none" (depth 0 only)
     keep_first: bool = False  # the template's first token stays first, so the attention sink has a real home
 
-    def place(self, tokenizer, vectors, user, reply, *, layer):
+    def place(self, tokenizer, vectors, user, reply, *, layer, system=None):
         n = 0 if vectors is None else vectors.shape[0]
-        ids = chat_ids(tokenizer, user, reply)
+        ids = chat_ids(tokenizer, user, reply, system=system)
         first = 1 if (self.keep_first and n) else 0
-        start = n + content_start(tokenizer)
+        start = n + content_start(tokenizer, system)
         return Placement(ids[:first] + [_placeholder_id(tokenizer)] * n + ids[first:], list(range(first, first + n)),
                          vectors, layer if self.at_layer else 0, start, start + _length(tokenizer, user))
 
@@ -71,12 +71,13 @@ class FramedReader(_Depth):
     # prototype in shared/DESIGN.md fell from 10 to 5 of 12 without it; not measured here.
     lead: str = "\nNow answer briefly: "
 
-    def place(self, tokenizer, vectors, user, reply, *, layer):
+    def place(self, tokenizer, vectors, user, reply, *, layer, system=None):
         if vectors is None or vectors.shape[0] == 0:  # no memory yet: the plain prompt, no frame
-            start = content_start(tokenizer)
-            return Placement(chat_ids(tokenizer, user, reply), content=start, user_end=start + _length(tokenizer, user))
+            start = content_start(tokenizer, system)
+            return Placement(chat_ids(tokenizer, user, reply, system=system), content=start,
+                             user_end=start + _length(tokenizer, user))
         n = vectors.shape[0]
-        before, after = template_around(tokenizer, self.frame + " ", self.lead + user, reply)
+        before, after = template_around(tokenizer, self.frame + " ", self.lead + user, reply, system=system)
         ids = before + [_placeholder_id(tokenizer)] * n + after
         slots = list(range(len(before), len(before) + n))
         # The turn's own text starts after the slots and the lead text that follows them.
