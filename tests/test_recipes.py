@@ -192,6 +192,21 @@ def test_select_whole_words_evicts_a_word_whole_not_its_last_pieces():
     assert by_token[:, -1].tolist() == [6.0, 6.0, 8.0, 7.0]
 
 
+def test_select_whole_words_lets_a_long_name_into_a_full_engram():
+    # a full engram of 4 single-token words (salience 1..4); the turn brings a 3-piece name (10) and
+    # two plain words. per_turn=1 counts words: the name enters whole and the 3 weakest slots go.
+    old = torch.cat([torch.eye(4, 3), torch.tensor([[1.0], [2.0], [3.0], [4.0]])], dim=1)
+    states = torch.full((6, 3), 5.0)
+    sur = torch.tensor([0.0, 10.0, 3.0, 2.0, 6.0, 5.0])
+    w = Written(states, Placement(ids=list(range(6)), content=1), sur, engram=old,
+                words=[True, True, False, False, True, True])
+    new = Select(decay=1.0, per_turn=1, whole_words=True).write(w, 4)
+    assert new[:, -1].tolist() == [4.0, 10.0, 10.0, 10.0]
+    # by token, per_turn=1 lets only the name's first piece in
+    by_token = Select(decay=1.0, per_turn=1).write(Written(states, w.placement, sur, engram=old), 4)
+    assert by_token[:, -1].tolist() == [2.0, 3.0, 4.0, 10.0]
+
+
 def test_word_starts_joins_the_pieces_of_an_invented_name(tokenizer):
     from companion.chat_format import word_starts
 

@@ -91,12 +91,13 @@ class Select:
         """The most surprising of `positions` a turn may bring in, in text order: empty slots fill
         freely, a full engram yields at most per_turn a turn (so one turn cannot wipe the memory).
         words: a word id per position (whole_words): a word comes in whole or not at all."""
-        room = max(0, slots - old_n) + self.per_turn
+        free = max(0, slots - old_n)
+        room = free + self.per_turn
         if not self.per_turn or len(positions) <= room:
             return list(positions)
-        if words is not None:
-            return [positions[j] for j in fill_whole([float(surprise[i]) for i in positions],
-                                                     [words[i] for i in positions], room)]
+        if words is not None:  # per_turn counts words: a long name still gets in (keep() makes room)
+            return capped_words([float(surprise[i]) for i in positions], [words[i] for i in positions],
+                                free, self.per_turn, slots, positions)
         return sorted(sorted(positions, key=lambda i: -float(surprise[i]))[:room])
 
     def candidates(self, w: Written, slots: int) -> list[int]:
@@ -163,6 +164,31 @@ def fill_whole(values: list[float], groups: list[int], budget: int) -> list[int]
         if len(kept) + len(m) <= budget:
             kept += m
     return sorted(kept)
+
+
+def capped_words(values: list[float], groups: list[int], free: int, per_turn: int, slots: int,
+                 positions: list[int]) -> list[int]:
+    """The positions of the words a turn brings in: the most salient words that fit the free slots,
+    then at most per_turn more words (of at most `slots` tokens in all); in text order.
+
+    >>> capped_words([9.0, 9.0, 9.0, 5.0, 4.0], [0, 0, 0, 1, 2], 0, 1, 32, [10, 11, 12, 13, 14])
+    [10, 11, 12]
+    """
+    members: dict[int, list[int]] = {}
+    for j, g in enumerate(groups):
+        members.setdefault(g, []).append(j)
+    order = sorted(members.values(), key=lambda m: -max(values[j] for j in m))
+    taken: list[int] = []
+    extra = 0
+    for m in order:
+        if len(taken) + len(m) > slots:
+            continue
+        if len(taken) + len(m) <= free:
+            taken += m
+        elif extra < per_turn:
+            taken += m
+            extra += 1
+    return sorted(positions[j] for j in taken)
 
 
 def word_max(values: list[float], starts: list[bool]) -> list[float]:
