@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="LoCoMo folder for distractors, or 'generated'")
     p.add_argument("--layer", type=int, default=None, help="engram layer of every recipe (default 16)")
     p.add_argument("--slots", type=int, default=None, help="engram vectors (default 32)")
+    p.add_argument("--warmup", type=int, default=0, metavar="W",
+                   help="distractor turns lived before the fact, so it arrives in a full engram (default 0)")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--context-chars", type=int, default=6000, help="budget of the text modes")
     p.add_argument("--threads", type=int, default=None,
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipes = recipe_list([args.recipe] if args.recipe else (args.recipes or ["seed"]))
         settings = RunSettings(seed=args.seed, cycles=cycles, modes=args.modes, max_new_tokens=args.max_new_tokens,
-                               context_chars=args.context_chars, nll=not args.no_nll)
+                               context_chars=args.context_chars, nll=not args.no_nll, warmup=args.warmup)
         configs = [EngramConfig(**shape, recipe=r) for r in recipes]  # refuses a bad layer before the load
         pool = DistractorPool.load(args.data)
         lm = load_model(args.model, cache_root=cache_dir())

@@ -277,3 +277,29 @@ def test_answer_in_the_transcript_lowers_its_nll_on_the_real_model(embedded_lm, 
     for trial in res["per_trial"]:
         a = trial["probes"][0]["answers"]
         assert a["transcript"]["nll"] < a["none"]["nll"], trial["fact"]
+
+
+def test_warmup_turns_come_before_the_fact_and_lockstep_equals_one_at_a_time(tiny_lm, pool, tmp_path):
+    from companion.harness import Trial
+
+    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "select-words")]
+    settings = RunSettings(seed=3, cycles=[0, 1], max_new_tokens=3, warmup=2)
+    t = Trial(engines, settings, pool, 0)
+    plain = Trial(engines, RunSettings(seed=3, cycles=[0, 1], max_new_tokens=3), pool, 0)
+    assert len(t.warmup) == 2 and t.warmup != t.distractors[:2]
+    assert t.distractors == plain.distractors  # the warm-up is drawn after, so old runs keep theirs
+    one = run(engines, settings, 2, tmp_path / "one", pool=pool, progress=False)
+    many = run(engines, settings, 2, tmp_path / "many", pool=pool, progress=False, batch=2)
+    _same_records(one, many)
+    assert one["settings"]["warmup"] == 2
+    # the transcript row at k=0 read the two warm-up turns and then the fact
+    prompt_k0 = one["per_trial"][0]["probes"][0]["answers"]["transcript"]["prompt_tokens"]
+    base = run(engines, RunSettings(seed=3, cycles=[0], max_new_tokens=3), 1, tmp_path / "plain", pool=pool,
+               progress=False)
+    assert "warmup" not in base["settings"]
+    assert prompt_k0 > base["per_trial"][0]["probes"][0]["answers"]["transcript"]["prompt_tokens"]
+
+
+def test_a_negative_warmup_is_refused():
+    with pytest.raises(HarnessError, match="warmup"):
+        RunSettings(warmup=-1)

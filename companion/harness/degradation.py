@@ -50,7 +50,14 @@ def _identity(engines: dict, settings: RunSettings, pool: DistractorPool) -> dic
     lm = next(iter(engines.values())).lm
     return {"model": lm.name, "fingerprint": lm.fingerprint, "recipes": list(engines),
             "recipe_configs": {r: e.config.to_dict() for r, e in engines.items()},
-            "distractors": pool.source, "settings": asdict(settings)}
+            "distractors": pool.source, "settings": _settings(settings)}
+
+
+def _settings(settings: RunSettings) -> dict:
+    d = asdict(settings)
+    if not d["warmup"]:  # runs from before the option existed stay resumable and reusable
+        del d["warmup"]
+    return d
 
 
 def _check_resume(out: Path, identity: dict) -> None:

@@ -91,6 +91,8 @@ def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
     recipes = trials[0].recipes
     mems = [{r: Memory() for r in recipes} for _ in trials]
     foreigns = [{r: Memory() for r in recipes} for _ in trials]
+    for i in range(trials[0].s.warmup):
+        _live_all(trials, mems, foreigns, [t.warmup[i] for t in trials], [t.foreign_warmup[i] for t in trials])
     shares = _live_all(trials, mems, foreigns, [(t.fact.statement, ACK) for t in trials],
                        [(t.foreign_fact.statement, ACK) for t in trials])
     firsts = [{r: m[r].engram for r in recipes} for m in mems]

@@ -41,7 +41,9 @@ def recall_table(results: dict) -> str:
     ks = list(next(iter(recall.values())).keys()) if recall else []
     configs = results.get("recipe_configs", {})
     recipes = ", ".join(f"{r} (layer {c.get('layer')}, {c.get('slots')} slots)" for r, c in configs.items())
-    lines = [f"Recall of a planted fact after k distractor turns: {results['model']}, "
+    warm = results.get("settings", {}).get("warmup")
+    told = f" told after {warm} warm-up turns" if warm else ""
+    lines = [f"Recall of a planted fact{told} after k distractor turns: {results['model']}, "
              f"recipes {recipes}, seed {results['seed']}, {results['trials']} trials, "
              f"code {results['code_version']}.",
              "", "Cells: correct/trials, percent [Wilson 95% interval].", "", *_header(ks, "mode")]

@@ -44,11 +44,16 @@ class RunSettings:
     recent_turns: int = 3
     top_k: int = 3
     nll: bool = True  # also record the teacher-forced NLL of the correct answer under each mode's prompt
+    # Distractor turns lived before the fact (0: the fact opens the session). With a warm-up the fact
+    # arrives when the engram is already full, as a fact told mid-conversation does.
+    warmup: int = 0
 
     def __post_init__(self):
         self.cycles = sorted(set(int(k) for k in self.cycles))
         if not self.cycles or self.cycles[0] < 0:
             raise HarnessError("cycles must be non-negative integers")
+        if self.warmup < 0:
+            raise HarnessError("warmup must be a non-negative number of turns")
         try:
             self.modes = canonical_kinds(self.modes)  # old names (seed-engram) become kinds (engram)
         except ValueError as exc:
@@ -78,6 +83,8 @@ class Trial:
         rng = random.Random(f"distractors:{settings.seed}:{index}")
         n = max(settings.cycles)
         self.distractors, self.foreign_distractors = pool.draw(rng, n), pool.draw(rng, n)
+        w = settings.warmup  # drawn after the rest, so runs without a warm-up keep their distractors
+        self.warmup, self.foreign_warmup = (pool.draw(rng, w), pool.draw(rng, w)) if w else ([], [])
         slots = max(e.config.slots for e in self.engines.values())
         budget = 3 * (self.engine.lm.context_window - slots - settings.max_new_tokens - 160)
         self.context_chars = max(200, min(settings.context_chars, budget))
@@ -107,6 +114,9 @@ class Trial:
 
     def run(self, on_ask=lambda: None) -> dict:
         mem, foreign = {r: Memory() for r in self.recipes}, {r: Memory() for r in self.recipes}
+        for own, other in zip(self.warmup, self.foreign_warmup):
+            self._live(mem, *own)
+            self._live(foreign, *other)
         last = self._live(mem, self.fact.statement, ACK)
         self._live(foreign, self.foreign_fact.statement, ACK)
         first = {r: m.engram for r, m in mem.items()}
