@@ -30,7 +30,7 @@ import torch
 from ..modes import engines_by_recipe, mode_rows
 from .distractors import DistractorPool
 from .reuse import load_reuse
-from .summary import code_version  # noqa: F401  (part of this module's API)
+from .summary import code_version
 from .trial import ACK, FULL, QUICK, HarnessError, RunSettings, Trial  # noqa: F401  (re-exported)
 
 
@@ -115,6 +115,7 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
     plan = load_reuse(reuse, identity) if reuse is not None else None
     parts = _parts(todo, engines, settings, pool, plan)
     started = time.perf_counter()
+    version = code_version()  # at the start: the code that ran, not whatever is checked out at the end
     with tqdm(total=sum(len(ids) * len(s.cycles) * len(mode_rows(s.modes, list(e))) for ids, e, s, _ in parts),
               desc="degradation", unit="ask", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for ids, engs, sets, source in parts:
@@ -137,7 +138,7 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
     recall, nll, diags = aggregate(kept, [r.name for r in rows], settings.cycles)
     results = {
         **identity, "seed": settings.seed, "trials": len(kept), "profile": profile,
-        "code_version": code_version(), "command": command or " ".join(sys.argv),
+        "code_version": version, "command": command or " ".join(sys.argv),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "device": str(first.lm.device)},
         "seconds_this_invocation": round(time.perf_counter() - started, 1), "resumed_trials": trials - len(todo),
