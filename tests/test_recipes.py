@@ -308,3 +308,16 @@ def test_select_salience_from_generation_equals_a_plain_pass_when_the_length_lim
     b = eng.run_turn(None, "I named my cactus Vornelk.", reuse_states=False, **kw)
     assert torch.isfinite(a.engram).all()
     assert a.engram.shape == b.engram.shape and torch.allclose(a.engram, b.engram, atol=1e-4, rtol=1e-3)
+
+
+def test_trace_session_names_the_tokens_a_select_engram_holds(tiny_lm):
+    from companion.harness.trace import trace_session
+
+    turns = [("I named my cactus Vornelk.", "Nice."), ("The weather is grey today.", "Yes.")]
+    sel = trace_session(Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="select-words")), turns)
+    assert all(s is not None for s in sel[0]) and {s.turn for s in sel[0]} == {0}
+    assert {s.turn for s in sel[1]} <= {0, 1}
+    texts = [s.text for s in sel[0]]
+    assert all(t in "".join(turns[0]) or t.startswith("<|") or not t.strip() for t in texts)
+    seed = trace_session(Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="seed")), turns)
+    assert all(s is None for s in seed[1])  # chunk means are no token's state
