@@ -44,7 +44,7 @@ PARAMS = ("wq", "wk", "u", "beta")
 WEIGHTS = Path(__file__).parent / "weights" / "select-trained.safetensors"
 # The shipped weights (scripts/train_engram.py; command and loss curve in docs/RESULTS.md).
 # A different file is refused, and a session stores the hash of the tensors it was built with.
-WEIGHTS_SHA256 = "8f10b4b35a2a8592745b884fded27f0ba39a87bf297e473ed42d130fdc0bca08"
+WEIGHTS_SHA256 = "71d1022f4ddc585900669a6148ac0c9e6dbf96469966c797ec3d3dbfd4e9c1e0"
 ENV = "COMPANION_TRAINED_WEIGHTS"  # another weights file, e.g. a training run's output, for experiments
 
 
