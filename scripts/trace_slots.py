@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=6)
     p.add_argument("--cycles", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=0, help="distractor turns before the fact (as the harness's)")
     p.add_argument("--model", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="runs/trace")
@@ -43,17 +44,18 @@ def main(argv: list[str] | None = None) -> int:
 
     lm = load_model(args.model, cache_root=cache_dir())
     pool = DistractorPool.load(None)
-    settings = RunSettings(seed=args.seed, cycles=args.cycles)
+    settings = RunSettings(seed=args.seed, cycles=args.cycles, warmup=args.warmup)
     rows = []
     for recipe in args.recipes:
         engine = Engine(lm, EngramConfig(recipe=recipe))
         held_whole = {k: 0 for k in args.cycles}
         for i in range(args.trials):
             t = Trial([engine], settings, pool, i)
-            labels = trace_session(engine, [(t.fact.statement, ACK), *t.distractors[:max(args.cycles)]])
+            w = len(t.warmup)
+            labels = trace_session(engine, [*t.warmup, (t.fact.statement, ACK), *t.distractors[:max(args.cycles)]])
             answer = "".join(t.fact.answer.lower().split())
             for k in args.cycles:
-                fact_tokens = [s.text for s in labels[k] if s is not None and s.turn == 0]
+                fact_tokens = [s.text for s in labels[w + k] if s is not None and s.turn == w]
                 whole = answer in "".join(fact_tokens).lower().replace(" ", "")
                 held_whole[k] += whole
                 rows.append({"recipe": recipe, "trial": i, "k": k, "answer": t.fact.answer,
