@@ -67,6 +67,10 @@ class Select:
     # dropped together: alone, the later pieces of an invented name ("Zyplyn": ' Z' 'y' 'ply' 'n')
     # are less surprising than its first and were evicted first, leaving half a name.
     whole_words: bool = False
+    # With whole_words: a word also takes the salience of the next `context` words, so the words
+    # just before a rare name ("a village called Zyplyn") come in with it; the name alone left
+    # the reader nothing to tie it to the question.
+    context: int = 0
     needs_surprise: bool = True
     extra_columns: int = 1
     fills_gradually: bool = True  # a short first turn leaves slots empty until later turns fill them
@@ -78,7 +82,10 @@ class Select:
     def salience(self, w: Written) -> list[float]:
         """Per position, what a new token competes with: its surprise, or its word's largest."""
         sur = [float(x) for x in w.surprise]
-        return word_max(sur, w.words) if self.whole_words else sur
+        if not self.whole_words:
+            return sur
+        sal = word_max(sur, w.words)
+        return lead_in(sal, w.words, self.context)[0] if self.context else sal
 
     def competitors(self, w: Written) -> list[int]:
         """Positions of the turn's own tokens that may enter the engram (no sinks, slots or template)."""
@@ -109,6 +116,8 @@ class Select:
         """A word number per position (whole_words), else None."""
         if not self.whole_words:
             return None
+        if self.context:
+            return lead_in(word_max([float(x) for x in w.surprise], w.words), w.words, self.context)[1]
         ids, n = [], -1
         for start in w.words:
             n += bool(start)
@@ -189,6 +198,30 @@ def capped_words(values: list[float], groups: list[int], free: int, per_turn: in
             taken += m
             extra += 1
     return sorted(positions[j] for j in taken)
+
+
+def lead_in(values: list[float], starts: list[bool], n: int, floor: float = 1.0) -> tuple[list[float], list[int]]:
+    """Join each word to the most salient of itself and the next n words (values already word_max'd):
+    the words leading up to a rare one become one group with it. Words below `floor` (the chat
+    template's own tokens, which the model predicts almost surely) join nothing. Returns (salience,
+    group) per position.
+
+    >>> lead_in([1.0, 2.0, 9.0, 9.0, 3.0], [True, True, True, False, True], 1)
+    ([9.0, 9.0, 9.0, 9.0, 3.0], [2, 2, 2, 2, 3])
+    """
+    begins = [i for i, s in enumerate(starts) if s or i == 0] + [len(values)]
+    words = [(begins[j], begins[j + 1]) for j in range(len(begins) - 1)]
+    target = list(range(len(words)))
+    for j in range(len(words) - 1, -1, -1):  # from the end, so a target's own target is known
+        best = j if values[words[j][0]] < floor else \
+            max(range(j, min(len(words), j + 1 + n)), key=lambda m: (values[words[m][0]], -m))
+        target[j] = j if best == j else target[best]
+    sal, group = list(values), [0] * len(values)
+    for j, (a, b) in enumerate(words):
+        t = target[j]
+        sal[a:b] = [values[words[t][0]]] * (b - a)
+        group[a:b] = [t] * (b - a)
+    return sal, group
 
 
 def word_max(values: list[float], starts: list[bool]) -> list[float]:
