@@ -217,16 +217,16 @@ def test_lead_in_joins_the_words_before_a_rare_one_but_not_template_tokens():
 
 
 def test_select_context_brings_a_name_in_with_the_words_before_it():
-    # a full engram (4 slots, salience 6 to 6.3); the turn: 'called'(2) 'Zyplyn'(9, 2 pieces) 'ok'(3)
-    old = torch.cat([torch.eye(4, 3), torch.tensor([[6.0], [6.1], [6.2], [6.3]])], dim=1)
+    # a full engram (4 slots, salience 6 to 6.75); the turn: 'called'(2) 'Zyplyn'(9, 2 pieces) 'ok'(3)
+    old = torch.cat([torch.eye(4, 3), torch.tensor([[6.0], [6.25], [6.5], [6.75]])], dim=1)
     states = torch.arange(5 * 3, dtype=torch.float32).reshape(5, 3)
     sur = torch.tensor([0.0, 2.0, 9.0, 9.0, 3.0])
     w = Written(states, Placement(ids=list(range(5)), content=1), sur, engram=old,
                 words=[True, True, True, False, True])
     plain = Select(decay=1.0, per_turn=1, whole_words=True).write(w, 4)
-    assert plain[:, -1].tolist() == [6.2, 6.3, 9.0, 9.0]  # the name alone; the two weakest slots go
+    assert plain[:, -1].tolist() == [6.5, 6.75, 9.0, 9.0]  # the name alone; the two weakest slots go
     ctx = Select(decay=1.0, per_turn=1, whole_words=True, context=1).write(w, 4)
-    assert ctx[:, -1].tolist() == [6.3, 9.0, 9.0, 9.0] and torch.equal(ctx[1:, :-1], states[[1, 2, 3]])
+    assert ctx[:, -1].tolist() == [6.75, 9.0, 9.0, 9.0] and torch.equal(ctx[1:, :-1], states[[1, 2, 3]])
 
 
 def test_word_starts_joins_the_pieces_of_an_invented_name(tokenizer):
