@@ -41,6 +41,9 @@ register(Recipe("select-words", "select-sticky keeping words whole: a token's sa
                 FramedReader(at_layer=True)))
 register(Recipe("select-context", "select-words where the two words before a rare one come in (and go) with it",
                 Select(decay=1.0, per_turn=2, whole_words=True, context=2), FramedReader(at_layer=True)))
+register(Recipe("select-fade", "select-words whose old slots lose 5% of their salience a turn, so a full engram "
+                "keeps making room for new words", Select(decay=0.95, per_turn=2, whole_words=True),
+                FramedReader(at_layer=True)))
 # The trained writer (companion.recipes.trained; trained by scripts/train_engram.py, the model frozen).
 register(Recipe("select-trained", "select-sticky's token states re-weighted by a trained attention (the model "
                 "frozen; shipped weights pinned by sha256), written back at layer L inside the user message",
