@@ -271,3 +271,14 @@ def test_shared_prefix_and_batched_nll_equal_answer_nll(tiny_engine):
     for got in (nll_shared(tiny_engine, texts, golds), nll_many(tiny_engine, [None] * 3, texts, golds),
                 [nll_one(tiny_engine, None, t, a) for t, a in zip(texts, golds)]):
         assert [g["nll"] for g in got] == pytest.approx(want, abs=1e-3)
+
+
+def test_results_name_the_code_a_run_started_on(tiny_engine, tmp_path, monkeypatch):
+    import companion.locomo.report as R
+
+    convs = [D.parse(_conversation(t, 2, 3, opener=o), f"conv-{t}") for t, o in (("x", "B"), ("y", "A"))]
+    settings = EV.RunSettings(limit=2, max_new_tokens=2, context_chars=600, batch=4)
+    monkeypatch.setattr(EV, "code_version", lambda repo: "at-start")
+    state = EV.run(tiny_engine, convs, tmp_path / "out", settings, progress=False)
+    monkeypatch.setattr(R, "code_version", lambda repo: "at-end")  # a commit made while it ran
+    assert write(tmp_path / "out", state, settings, tiny_engine)["code_version"] == "at-start"

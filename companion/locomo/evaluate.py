@@ -26,6 +26,7 @@ from ..modes import MODE_NAMES, engines_by_recipe, format_turns, make_modes, mod
 from .asking import SHARED_CONTEXT_MODES, answer_group
 from .data import Conversation, stratified
 from .replay import replay_many
+from .report import code_version
 
 @dataclass
 class RunSettings:
@@ -53,6 +54,7 @@ class RunState:
     transcript_tokens: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)  # mode row -> why it was not run
     rows: list = field(default_factory=list)  # the mode rows asked (modes.mode_rows names), in report order
+    code_version: str | None = None  # when the run started: the code that replayed and asked
 
 
 def _read_answers(path: Path) -> list[dict]:
@@ -105,7 +107,7 @@ def run(engines, convs: list[Conversation], out: Path, settings: RunSettings, *,
         rows = mode_rows(settings.modes, recipes)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    state = RunState(out)
+    state = RunState(out, code_version=code_version(Path.cwd()))
     store = open_store(store_url or f"sqlite:///{(out / 'replays.db').resolve()}")
     memories: dict[str, dict] = {r: {} for r in recipes}  # recipe -> conv_id -> Memory
     try:

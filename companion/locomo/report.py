@@ -142,7 +142,7 @@ def write(out: Path, state, settings, engines, modes: list[str] | None = None, *
     head = "report" if "report" in sums else next(iter(sums), None)
     results = {"model": lm.name, "fingerprint": lm.fingerprint, "recipes": list(engines),
                "recipe_configs": {r: e.config.to_dict() for r, e in engines.items()}, "seed": settings.seed, "settings": {**settings.fixed(), "limit": settings.limit, "modes": modes},
-               "code_version": code_version(repo or Path.cwd()), "command": command, "split_note": SPLIT_NOTE,
+               "code_version": getattr(state, "code_version", None) or code_version(repo or Path.cwd()), "command": command, "split_note": SPLIT_NOTE,
                "nll_note": NLL_NOTE,
                "headline_split": head, **(sums.get(head) or {}), "splits": sums, "replays": state.replays,
                "transcript_tokens": state.transcript_tokens, "skipped_modes": state.skipped,
