@@ -303,3 +303,13 @@ def test_warmup_turns_come_before_the_fact_and_lockstep_equals_one_at_a_time(tin
 def test_a_negative_warmup_is_refused():
     with pytest.raises(HarnessError, match="warmup"):
         RunSettings(warmup=-1)
+
+
+def test_results_name_the_code_a_run_started_on(engine, pool, tmp_path, monkeypatch):
+    import companion.harness.degradation as DG
+
+    out = tmp_path / "run"
+    # before any trial is written the run is starting; after, a commit could have landed meanwhile
+    monkeypatch.setattr(DG, "code_version", lambda: "at-end" if (out / "trials.jsonl").exists() else "at-start")
+    res = run(engine, RunSettings(seed=1, cycles=[0], max_new_tokens=2), 1, out, pool=pool, progress=False)
+    assert res["code_version"] == "at-start"
