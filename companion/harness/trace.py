@@ -2,8 +2,8 @@
 
 A select writer copies token states into its slots unchanged, so each slot can
 be traced to the turn and token it came from by exact equality: with the turn's
-own layer-L states (`Engine.turn_states`) when it entered, with an old slot
-when it stayed. Averaging writers (seed, ...) match nothing; their slots are
+own layer-L states (from the very pass that wrote the engram,
+`batch.absorb_rows`) when it entered, with an old slot when it stayed. Averaging writers (seed, ...) match nothing; their slots are
 labelled None.
 
     >>> labels = trace_session(engine, [(fact, ack), *distractors])   # doctest: +SKIP
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..batch import absorb_rows
 from ..chat_format import end_id
 from ..recipes.writers import state_part
 
@@ -27,13 +28,12 @@ class Slot:
 
 
 def trace_session(engine, turns: list[tuple[str, str]]) -> list[list[Slot | None]]:
-    """Live `turns` through engine.absorb; after each, the origin of every slot of the new engram."""
+    """Live `turns` through the engram update (one pass a turn); after each, the origin of every slot of the new engram."""
     engram, labels, out = None, [], []
     cols = engine.writer.extra_columns
     for t, (user, reply) in enumerate(turns):
         ids = engine.place(engram, user, reply).ids + [end_id(engine.tokenizer)]
-        states = engine.turn_states(engram, user, reply).float()
-        new = engine.absorb(engram, user, reply).engram
+        (new, states), = absorb_rows([engine], [engram], [(user, reply)])
         old = state_part(engram, cols).float() if engram is not None else None
         now = []
         for v in state_part(new, cols).float():

@@ -14,6 +14,7 @@ Example (massive-activation positions of 4 states, one of them huge):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -79,13 +80,16 @@ class Select:
     def needs_words(self) -> bool:
         return self.whole_words
 
-    def salience(self, w: Written) -> list[float]:
-        """Per position, what a new token competes with: its surprise, or its word's largest."""
+    def scored(self, w: Written) -> tuple[list[float], list[int] | None]:
+        """Per position, what a new token competes with (its surprise, or with whole_words its word's
+        largest) and, with whole_words, the id of the group it enters and leaves with."""
         sur = [float(x) for x in w.surprise]
         if not self.whole_words:
-            return sur
+            return sur, None
         sal = word_max(sur, w.words)
-        return lead_in(sal, w.words, self.context)[0] if self.context else sal
+        if self.context:
+            return lead_in(sal, w.words, self.context)
+        return sal, list(itertools.accumulate(int(start) for start in w.words))
 
     def competitors(self, w: Written) -> list[int]:
         """Positions of the turn's own tokens that may enter the engram (no sinks, slots or template)."""
@@ -107,23 +111,6 @@ class Select:
                                 free, self.per_turn, slots, positions)
         return sorted(sorted(positions, key=lambda i: -float(surprise[i]))[:room])
 
-    def candidates(self, w: Written, slots: int) -> list[int]:
-        """Positions of the turn's tokens that compete with the old slots, in text order."""
-        old_n = 0 if w.engram is None else w.engram.shape[0]
-        return self.cap(self.competitors(w), self.salience(w), old_n, slots, self.word_ids(w))
-
-    def word_ids(self, w: Written) -> list[int] | None:
-        """A word number per position (whole_words), else None."""
-        if not self.whole_words:
-            return None
-        if self.context:
-            return lead_in(word_max([float(x) for x in w.surprise], w.words), w.words, self.context)[1]
-        ids, n = [], -1
-        for start in w.words:
-            n += bool(start)
-            ids.append(n)
-        return ids
-
     def keep(self, old_salience: list[float], new_salience: list[float], slots: int,
              groups: list[int] | None = None) -> list[int]:
         """Indices into old slots + new candidates of the N kept, in order (old first, then text order).
@@ -135,19 +122,18 @@ class Select:
 
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
         states = w.states.float()
-        cands = self.candidates(w, slots)
         old = w.engram.float() if w.engram is not None else states.new_zeros((0, states.shape[1] + 1))
+        sal_now, words = self.scored(w)
+        cands = self.cap(self.competitors(w), sal_now, old.shape[0], slots, words)
         old_sal = old[:, -1].tolist()
-        sal_now = self.salience(w)
         new_sal = [sal_now[i] for i in cands]
         vecs = [old[j, :-1] for j in range(old.shape[0])] + [states[i] for i in cands]
         if not vecs:
             return states.new_zeros((0, states.shape[1] + 1)).cpu()
         sal = [s * self.decay for s in old_sal] + new_sal
         groups = None
-        if self.whole_words:  # old slots: a run of equal salience is one word (word_max wrote it so)
-            words = self.word_ids(w)
-            groups = [sum(1 for j in range(1, i + 1) if old_sal[j] != old_sal[j - 1]) for i in range(len(old_sal))]
+        if words is not None:  # old slots: a run of equal salience is one word (word_max wrote it so)
+            groups = list(itertools.accumulate(int(a != b) for a, b in zip(old_sal, [None] + old_sal[:-1])))
             base = (groups[-1] + 1) if groups else 0
             groups += [base + words[i] for i in cands]
         top = self.keep(old_sal, new_sal, slots, groups)
