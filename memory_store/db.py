@@ -10,10 +10,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 import memory_store
 from memory_store.errors import SchemaTooNewError, StoreError
@@ -81,11 +82,50 @@ def alembic_config() -> Config:
     return config
 
 
+def _locked_sqlite_engine(url: URL) -> Engine:
+    """An engine on the SQLite file whose transactions start with BEGIN IMMEDIATE.
+
+    pysqlite opens no transaction before DDL, so two processes opening a new
+    database would both see no schema and both create tables. Taking the write
+    lock before reading the schema revision makes the second wait (busy_timeout)
+    and then find the schema already at head.
+    """
+    engine = make_engine(url, poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _own_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _write_lock(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _lock_schema(connection: Connection) -> None:
+    """Serialise concurrent migrations on servers (SQLite files lock by BEGIN IMMEDIATE)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7362616)")
+
+
 def _migrate(engine: Engine) -> None:
+    if _sqlite_file(engine.url) is None:
+        _migrate_on(engine)
+        return
+    locked = _locked_sqlite_engine(engine.url)
+    try:
+        _migrate_on(locked)
+    finally:
+        locked.dispose()
+
+
+def _migrate_on(engine: Engine) -> None:
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
     known = {rev.revision for rev in script.walk_revisions()}
     with engine.begin() as connection:
+        _lock_schema(connection)
         current = set(MigrationContext.configure(connection).get_current_heads())
         unknown = sorted(current - known)
         if unknown:

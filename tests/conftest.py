@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +77,26 @@ def cli_run(tiny_lm, tmp_path, monkeypatch, capsys):
 
     go.url = url
     return go
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+from memory_store import open_store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+open_store(sys.argv[1]).close()
+"""
+
+
+@pytest.fixture()
+def open_at_once():
+    """open(url, n): n fresh processes call open_store(url) at the same instant; returns their failures."""
+
+    def run(url: str, n: int) -> list[tuple[int, str]]:
+        start = time.time() + 3.0  # every interpreter is up before anyone opens
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, url, repr(start)],
+                                  cwd=Path(__file__).resolve().parent.parent,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(n)]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        return [r for r in results if r[0] != 0]
+
+    return run

@@ -204,3 +204,12 @@ def test_downgrade_to_0001_keeps_the_old_data(tmp_path: Path) -> None:
         engine.dispose()
     open_store(url).close()  # and up again
     assert _current(url) == {_head()}
+
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path, open_at_once) -> None:
+    # Two `companion say` runs on a database that does not exist yet both
+    # migrate it; the losers must wait for the winner, not fail on "table exists".
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    assert open_at_once(url, 6) == []
+    assert _current(url) == {_head()}

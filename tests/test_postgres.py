@@ -60,6 +60,18 @@ def _reset(url: str) -> None:
     engine.dispose()
 
 
+
+def test_processes_migrating_a_blank_database_at_once_all_succeed(open_at_once):
+    _reset(PG_URL)
+    assert open_at_once(PG_URL, 4) == []
+    engine = create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            assert len(MigrationContext.configure(conn).get_current_heads()) == 1
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture()
 def pg():
     _reset(PG_URL)
