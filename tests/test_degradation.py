@@ -151,6 +151,30 @@ def test_lockstep_batch_gives_the_one_at_a_time_records(engine, pool, tmp_path):
     _same_records(one, many)
 
 
+def test_a_foreign_session_is_the_next_trials_own_and_lockstep_lives_it_once(engine, pool, tmp_path,
+                                                                             monkeypatch):
+    import companion.harness.lockstep as L
+
+    settings = RunSettings(seed=7, cycles=[0, 2], max_new_tokens=4)
+    rows, real = [], L.absorb_rows
+
+    def spy(engines, engrams, turns):
+        rows.append(len(turns))
+        return real(engines, engrams, turns)
+
+    monkeypatch.setattr(L, "absorb_rows", spy)
+    trials = run(engine, settings, 3, tmp_path / "many", pool=pool, progress=False, batch=3)["per_trial"]
+    for t in trials:
+        j = t["foreign_trial"]
+        assert j > t["trial"] and t["foreign_fact"]["template"] != t["fact"]["template"]
+        if j < len(trials):
+            assert t["foreign_fact"] == trials[j]["fact"]
+    outside = sum(t["foreign_trial"] >= len(trials) for t in trials)
+    assert outside >= 1  # the last trial's twin is never in the group
+    # every step lives the three own sessions plus only the twins outside the group
+    assert rows == [len(trials) + outside] * (1 + max(settings.cycles))
+
+
 def test_two_recipes_in_one_run_have_their_own_rows_and_batch_equals_one_at_a_time(tiny_lm, pool, tmp_path):
     engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "select-deep")]
     settings = RunSettings(seed=2, cycles=[0, 2], max_new_tokens=3)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from companion.harness.facts import TEMPLATES, Fact, facts_for, leaks, make_fact
+from companion.harness.facts import TEMPLATES, Fact, facts_for, foreign_trial, leaks, make_fact, trial_fact
 from companion.harness.scoring import is_correct
 
 
@@ -40,6 +40,13 @@ def test_statement_holds_the_answer_and_question_is_worded_differently():
         assert is_correct(fact.statement, fact.answer, fact.aliases)
         assert fact.question.strip().lower() != fact.statement.strip().lower()
         assert fact.question.rstrip().endswith("?")
+
+
+def test_foreign_fact_is_the_fact_of_the_next_trial_with_another_template():
+    for i in range(100):
+        j = foreign_trial(2, i)
+        assert j > i and facts_for(2, i)[1] == trial_fact(2, j) == facts_for(2, j)[0]
+        assert all(trial_fact(2, m).template == trial_fact(2, i).template for m in range(i + 1, j))
 
 
 def test_foreign_fact_comes_from_another_template():

@@ -9,9 +9,10 @@ distractor turns after the fact; k=0 is right after it) every mode row
 (modes.mode_rows: engram:<recipe>, foreign:<recipe>, engram+retrieval:<recipe>,
 and the recipe-free text modes) is asked the question through
 companion.modes.ask, and the teacher-forced NLL of the correct answer under the
-same prompt is recorded (harness.nll); the question turn is never kept. A
-second, unrelated session (another fact, other distractors) is lived alongside:
-its engram of the same recipe at the same k is the foreign engram.
+same prompt is recorded (harness.nll); the question turn is never kept. An
+unrelated session is lived alongside (the own session of the next trial whose
+fact has another template: facts.foreign_trial): its engram of the same recipe
+at the same k is the foreign engram.
 
 Finished trials are appended to DIR/trials.jsonl, so an interrupted run resumes.
 """
@@ -34,6 +35,11 @@ from .summary import code_version
 from .trial import ACK, FULL, QUICK, HarnessError, RunSettings, Trial  # noqa: F401  (re-exported)
 
 
+# Runs whose foreign twins were sessions of their own (before this key) differ in every foreign row,
+# so their run.json lacks it and they are neither resumed nor reused by this code.
+FOREIGN_SESSION = "the own session of the next trial whose fact has another template"
+
+
 def _read_trials(path: Path) -> dict[int, dict]:
     done = {}
     if path.is_file():
@@ -50,7 +56,7 @@ def _identity(engines: dict, settings: RunSettings, pool: DistractorPool) -> dic
     lm = next(iter(engines.values())).lm
     return {"model": lm.name, "fingerprint": lm.fingerprint, "recipes": list(engines),
             "recipe_configs": {r: e.config.to_dict() for r, e in engines.items()},
-            "distractors": pool.source, "settings": _settings(settings)}
+            "distractors": pool.source, "settings": _settings(settings), "foreign_session": FOREIGN_SESSION}
 
 
 def _settings(settings: RunSettings) -> dict:

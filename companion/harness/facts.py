@@ -133,8 +133,23 @@ def make_fact(rng: random.Random, template: str | None = None, exclude: tuple[st
             return fact
 
 
+def trial_fact(seed: int, trial: int) -> Fact:
+    """The fact planted in trial `trial` of a run seeded `seed`."""
+    return make_fact(random.Random(f"fact:{seed}:{trial}"))
+
+
+def foreign_trial(seed: int, trial: int) -> int:
+    """The trial whose own session is this trial's foreign one: the next whose fact has another template.
+
+    A neighbour's session rather than one made up for the purpose, so a run that lives
+    both trials side by side lives that session once (harness.lockstep).
+    """
+    template, j = trial_fact(seed, trial).template, trial + 1
+    while trial_fact(seed, j).template == template:
+        j += 1
+    return j
+
+
 def facts_for(seed: int, trial: int) -> tuple[Fact, Fact]:
-    """The planted fact of a trial and a different-template fact for its foreign session."""
-    rng = random.Random(f"fact:{seed}:{trial}")
-    fact = make_fact(rng)
-    return fact, make_fact(rng, exclude=(fact.template,))
+    """The planted fact of a trial and the different-template fact of its foreign session."""
+    return trial_fact(seed, trial), trial_fact(seed, foreign_trial(seed, trial))

@@ -1,7 +1,8 @@
 """Many degradation trials lived side by side: the harness's throughput path.
 
-Every session of every trial and recipe (each trial's own and its foreign
-twin) takes its turn in one `batch.absorb_rows` call per step, and at a
+Every session of every trial and recipe (each trial's own, and the foreign
+twins that are not another trial of the group) takes its turn in one
+`batch.absorb_rows` call per step, and at a
 checkpoint every row of every trial still to be asked goes to one
 `batch.answer_rows` call, which also scores the correct answer's NLL from each
 prompt's KV cache. Rows of different recipes and modes share forward passes
@@ -22,14 +23,12 @@ from .summary import first_position_share
 from .trial import ACK, Trial
 
 
-def _live_all(trials: list[Trial], mems: list[dict], foreigns: list[dict], own: list[tuple[str, str]],
-              other: list[tuple[str, str]]) -> list[dict]:
-    """One step for every session of every recipe; returns per trial recipe -> the position-0 shares of
-    its own session's turn, taken from this pass's states (Trial.diagnostics would run it again)."""
-    jobs = []  # (recipe, engine, session, turn, trial index of an own session)
-    for r, engine in trials[0].engines.items():
-        jobs += [(r, engine, m[r], turn, ti) for ti, (m, turn) in enumerate(zip(mems, own))]
-        jobs += [(r, engine, f[r], turn, None) for f, turn in zip(foreigns, other)]
+def _live_all(trials: list[Trial], sessions: list[tuple[dict, tuple[str, str], int | None]]) -> list[dict]:
+    """One step for every (recipe -> Memory, turn, index of the trial it is the own session of, or None)
+    and every recipe; returns per trial recipe -> the position-0 shares of its own session's turn, taken
+    from this pass's states (Trial.diagnostics would run it again)."""
+    jobs = [(r, engine, mem[r], turn, ti) for r, engine in trials[0].engines.items()
+            for mem, turn, ti in sessions]
     got = absorb_rows([j[1] for j in jobs], [j[2].engram for j in jobs], [j[3] for j in jobs])
     shares: list[dict] = [{} for _ in trials]
     for (r, engine, session, turn, ti), (engram, states) in zip(jobs, got):
@@ -87,14 +86,24 @@ def _keep(t: Trial, answers: dict, name: str, k, key, reply: str, prompt_tokens,
 
 
 def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
-    """Trial.run for several trials at once; returns their records in order."""
+    """Trial.run for several trials at once; returns their records in order.
+
+    A trial's foreign session is another trial's own (Trial.foreign_index): when that trial is in
+    the group its Memory is shared, not lived twice; the others are lived as extra sessions."""
     recipes = trials[0].recipes
     mems = [{r: Memory() for r in recipes} for _ in trials]
-    foreigns = [{r: Memory() for r in recipes} for _ in trials]
+    at = {t.index: ti for ti, t in enumerate(trials)}
+    extra = [ti for ti, t in enumerate(trials) if t.foreign_index not in at]
+    foreigns = [mems[at[t.foreign_index]] if t.foreign_index in at else {r: Memory() for r in recipes}
+                for t in trials]
+
+    def step(own, foreign) -> list[dict]:
+        return _live_all(trials, [(m, turn, ti) for ti, (m, turn) in enumerate(zip(mems, own))]
+                         + [(foreigns[ti], foreign[ti], None) for ti in extra])
+
     for i in range(trials[0].s.warmup):
-        _live_all(trials, mems, foreigns, [t.warmup[i] for t in trials], [t.foreign_warmup[i] for t in trials])
-    shares = _live_all(trials, mems, foreigns, [(t.fact.statement, ACK) for t in trials],
-                       [(t.foreign_fact.statement, ACK) for t in trials])
+        step([t.warmup[i] for t in trials], [t.foreign_warmup[i] for t in trials])
+    shares = step([(t.fact.statement, ACK) for t in trials], [(t.foreign_fact.statement, ACK) for t in trials])
     firsts = [{r: m[r].engram for r in recipes} for m in mems]
     s = trials[0].s
     checkpoints, kmax = set(s.cycles), max(s.cycles)
@@ -104,6 +113,5 @@ def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
             for ti, p in enumerate(_probe_all(trials, i, mems, foreigns, firsts, shares, on_ask)):
                 probes[ti].append(p)
         if i < kmax:
-            shares = _live_all(trials, mems, foreigns, [t.distractors[i] for t in trials],
-                               [t.foreign_distractors[i] for t in trials])
+            shares = step([t.distractors[i] for t in trials], [t.foreign_distractors[i] for t in trials])
     return [t.record(probes[ti]) for ti, t in enumerate(trials)]

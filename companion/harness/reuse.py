@@ -22,7 +22,7 @@ from pathlib import Path
 from ..modes import ENGRAM_KINDS, Row
 from .trial import HarnessError, RunSettings
 
-SAME = ("model", "fingerprint", "distractors", "settings")  # run.json keys that must match exactly
+SAME = ("model", "fingerprint", "distractors", "settings", "foreign_session")  # run.json keys that must match exactly
 
 
 @dataclass

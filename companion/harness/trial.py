@@ -1,5 +1,9 @@
 """One trial of the degradation harness: a lived session per recipe plus its foreign twin.
 
+The foreign twin is the own session of another trial (facts.foreign_trial: the
+next one whose fact has another template), with its fact, distractors and
+warm-up; lived here on its own, and shared with that trial by the lockstep runner.
+
 Below both the one-at-a-time runner (degradation.py) and the lockstep runner
 (lockstep.py), so neither imports the other.
 """
@@ -7,6 +11,7 @@ Below both the one-at-a-time runner (degradation.py) and the lockstep runner
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -18,7 +23,7 @@ from ..modes import MODE_NAMES, Memory, Prompt, Row, ask, canonical_kinds, engin
 from ..modes import with_context
 from ..recipes.writers import state_part
 from .distractors import DistractorPool
-from .facts import facts_for
+from .facts import facts_for, foreign_trial
 from .nll import nll_one
 from .scoring import is_correct
 from .summary import first_position_share
@@ -60,6 +65,18 @@ class RunSettings:
             raise HarnessError(str(exc)) from None
 
 
+def _turns(settings: RunSettings, pool: DistractorPool, index: int) -> tuple[list, list]:
+    """Trial `index`'s own distractor and warm-up turns."""
+    rng = random.Random(f"distractors:{settings.seed}:{index}")
+    n, w = max(settings.cycles), settings.warmup
+    distractors = pool.draw(rng, n)
+    # Once each trial drew turns for a foreign session of its own here; the draw stays so every
+    # trial keeps the turns it had, and runs from before remain comparable on their own rows.
+    pool.draw(rng, n)
+    warmup = pool.draw(rng, w) if w else []  # drawn last, so runs without a warm-up keep their distractors
+    return distractors, warmup
+
+
 def _tensor_key(t: torch.Tensor | None) -> str | None:
     if t is None:
         return None
@@ -74,17 +91,14 @@ class Trial:
     """
 
     def __init__(self, engines, settings: RunSettings, pool: DistractorPool, index: int):
-        import random
         self.engines = engines_by_recipe(engines)
         self.recipes = list(self.engines)
         self.engine = self.engines[self.recipes[0]]
         self.s, self.index = settings, index
         self.fact, self.foreign_fact = facts_for(settings.seed, index)
-        rng = random.Random(f"distractors:{settings.seed}:{index}")
-        n = max(settings.cycles)
-        self.distractors, self.foreign_distractors = pool.draw(rng, n), pool.draw(rng, n)
-        w = settings.warmup  # drawn after the rest, so runs without a warm-up keep their distractors
-        self.warmup, self.foreign_warmup = (pool.draw(rng, w), pool.draw(rng, w)) if w else ([], [])
+        self.foreign_index = foreign_trial(settings.seed, index)
+        self.distractors, self.warmup = _turns(settings, pool, index)
+        self.foreign_distractors, self.foreign_warmup = _turns(settings, pool, self.foreign_index)
         slots = max(e.config.slots for e in self.engines.values())
         budget = 3 * (self.engine.lm.context_window - slots - settings.max_new_tokens - 160)
         self.context_chars = max(200, min(settings.context_chars, budget))
@@ -131,7 +145,8 @@ class Trial:
         return self.record(probes)
 
     def record(self, probes: list[dict]) -> dict:
-        return {"trial": self.index, "fact": self.fact.to_dict(), "foreign_fact": self.foreign_fact.to_dict(),
+        return {"trial": self.index, "fact": self.fact.to_dict(), "foreign_trial": self.foreign_index,
+                "foreign_fact": self.foreign_fact.to_dict(),
                 "context_chars": self.context_chars, "probes": probes}
 
     def reused(self, key, answers: dict, name: str) -> bool:
