@@ -147,6 +147,25 @@ def test_every_registered_recipe_describes_itself():
         assert r.description and r.writer and r.reader
 
 
+def test_select_user_only_never_keeps_the_reply_however_surprising():
+    states = torch.arange(6 * 2, dtype=torch.float32).reshape(6, 2)
+    p = Placement(ids=list(range(6)), content=1, user_end=3)  # user text at 1-2, the reply from 3
+    sur = torch.tensor([0.0, 5.0, 1.0, 9.0, 2.0, 7.0])
+    assert Select(decay=1.0).write(Written(states, p, sur), 2)[:, -1].tolist() == [9.0, 7.0]
+    new = Select(decay=1.0, user_only=True).write(Written(states, p, sur), 2)
+    assert new[:, -1].tolist() == [5.0, 1.0] and torch.equal(new[:, :-1], states[[1, 2]])
+
+
+def test_select_user_recipe_keeps_only_user_text_through_the_engine(tiny_lm):
+    eng = Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="select-user"))
+    turn = eng.turn_states(None, "Vornelk", "Absolutely fascinating, said the quantum walrus.")
+    engram = eng.absorb(None, "Vornelk", "Absolutely fascinating, said the quantum walrus.").engram
+    user = eng.place(None, "Vornelk")
+    n = user.user_end - user.content  # the user's tokens: all the writer may keep
+    assert engram.shape[0] == n <= 4
+    assert torch.allclose(engram[:, :-1], turn[user.content:user.user_end].float(), atol=1e-5)
+
+
 def test_select_per_turn_fills_empty_slots_then_replaces_at_most_m():
     states = torch.arange(6 * 2, dtype=torch.float32).reshape(6, 2)
     sur = torch.tensor([0.0, 5.0, 1.0, 9.0, 2.0, 7.0])

@@ -1,7 +1,8 @@
 """Asking LoCoMo questions through every memory mode, resumably.
 
 Every conversation is first replayed into the store (replay.py), once per
-recipe under test (each recipe's own Engine; one loaded model). Then each
+recipe under test (each recipe's own Engine; one loaded model), all recipes
+and conversations side by side in shared forward passes. Then each
 sampled question is asked through each mode row (modes.mode_rows:
 engram:<recipe>, foreign:<recipe>, engram+retrieval:<recipe>, and the
 recipe-free text modes, answered once with the first recipe's engine), and
@@ -25,7 +26,7 @@ from ..cycle import chat_ids
 from ..modes import MODE_NAMES, engines_by_recipe, format_turns, make_modes, mode_rows, with_context
 from .asking import SHARED_CONTEXT_MODES, answer_group
 from .data import Conversation, stratified
-from .replay import replay_many
+from .replay import replay_recipes
 from .report import code_version
 
 @dataclass
@@ -113,10 +114,11 @@ def run(engines, convs: list[Conversation], out: Path, settings: RunSettings, *,
     try:
         bar = tqdm(total=len(recipes) * sum(len(c.turns()) for c in convs), desc="replay", unit="turn",
                    disable=not progress)
+        replayed = replay_recipes(engines, store, convs, batched=settings.batch > 1,
+                                  on_turn=lambda c, i, n: bar.update(1))
         for r, engine in engines.items():
             state.replays[r] = {}
-            for rep in replay_many(engine, store, convs, batched=settings.batch > 1,
-                                   on_turn=lambda c, i, n: bar.update(1)):
+            for rep in replayed[r]:
                 memories[r][rep.conv_id] = rep.memory
                 state.replays[r][rep.conv_id] = {"session": rep.session, "turns": len(rep.memory.turns),
                                                  "new_turns": rep.new_turns, "seconds": round(rep.seconds, 2)}

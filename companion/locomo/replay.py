@@ -93,27 +93,37 @@ def _commit(engine, store, p: _Progress, engram, seconds: float) -> None:
     p.engram, p.done, p.new, p.seconds = engram, p.done + 1, p.new + 1, p.seconds + seconds
 
 
-def replay_many(engine, store, convs: list[Conversation], *, batched: bool = True,
-                on_turn: Callable[[str, int, int], None] | None = None) -> list[Replayed]:
-    """Replay several conversations side by side: turn k of every unfinished one in one batched
-    forward (batch.absorb_many, equal to Engine.absorb per row to float tolerance); batched=False
-    runs Engine.absorb one turn at a time. Each turn is committed as soon as it is absorbed."""
-    from ..batch import absorb_many
+def replay_recipes(engines: dict, store, convs: list[Conversation], *, batched: bool = True,
+                   on_turn: Callable[[str, int, int], None] | None = None) -> dict[str, list[Replayed]]:
+    """Replay several conversations under several recipes (name -> Engine, one model) side by side:
+    turn k of every unfinished (recipe, conversation) in one batch.absorb_rows call, which groups rows
+    of every recipe by depth and length (equal to Engine.absorb per row to float tolerance);
+    batched=False runs Engine.absorb one turn at a time. Each turn is committed as soon as it is absorbed."""
+    from ..batch import absorb_rows
 
-    states = [_open(engine, store, c) for c in convs]
-    while active := [p for p in states if p.done < len(p.planned)]:
+    states = [(r, _open(engine, store, c)) for r, engine in engines.items() for c in convs]
+    while active := [(r, p) for r, p in states if p.done < len(p.planned)]:
         t0 = time.perf_counter()
         if batched:
-            engrams = absorb_many(engine, [p.engram for p in active], [p.planned[p.done] for p in active])
+            got = absorb_rows([engines[r] for r, _ in active], [p.engram for _, p in active],
+                              [p.planned[p.done] for _, p in active])
+            engrams = [engram for engram, _states in got]
         else:
-            engrams = [engine.absorb(p.engram, *p.planned[p.done]).engram for p in active]
+            engrams = [engines[r].absorb(p.engram, *p.planned[p.done]).engram for r, p in active]
         share = (time.perf_counter() - t0) / len(active)
-        for p, engram in zip(active, engrams):
-            _commit(engine, store, p, engram, share)
+        for (r, p), engram in zip(active, engrams):
+            _commit(engines[r], store, p, engram, share)
             if on_turn is not None:
                 on_turn(p.conv.conv_id, p.done, len(p.planned))
-    return [Replayed(p.conv.conv_id, p.name, Memory(turns=list(p.planned), engram=p.engram), p.new, p.seconds)
-            for p in states]
+    return {r: [Replayed(p.conv.conv_id, p.name, Memory(turns=list(p.planned), engram=p.engram), p.new, p.seconds)
+                for q, p in states if q == r] for r in engines}
+
+
+def replay_many(engine, store, convs: list[Conversation], *, batched: bool = True,
+                on_turn: Callable[[str, int, int], None] | None = None) -> list[Replayed]:
+    """replay_recipes for one recipe."""
+    name = engine.config.recipe
+    return replay_recipes({name: engine}, store, convs, batched=batched, on_turn=on_turn)[name]
 
 
 def replay(engine, store, conv: Conversation, *,

@@ -44,6 +44,11 @@ register(Recipe("select-context", "select-words where the two words before a rar
 register(Recipe("select-fade", "select-words whose old slots lose 5% of their salience a turn, so a full engram "
                 "keeps making room for new words", Select(decay=0.95, per_turn=2, whole_words=True),
                 FramedReader(at_layer=True)))
+# In the harness the replies are scripted, so the model finds them surprising ("Got it" after a fact),
+# and under a per-turn cap those tokens took a fact turn's places; in a live chat the reply is the
+# model's own and what needs keeping is what the user said.
+register(Recipe("select-user", "select-words choosing new words only from the user's text, never from the reply",
+                Select(decay=1.0, per_turn=2, whole_words=True, user_only=True), FramedReader(at_layer=True)))
 # The trained writer (companion.recipes.trained; trained by scripts/train_engram.py, the model frozen).
 register(Recipe("select-trained", "select-sticky's token states re-weighted by a trained attention (the model "
                 "frozen; shipped weights pinned by sha256), written back at layer L inside the user message",
