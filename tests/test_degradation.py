@@ -337,3 +337,23 @@ def test_results_name_the_code_a_run_started_on(engine, pool, tmp_path, monkeypa
     monkeypatch.setattr(DG, "code_version", lambda: "at-end" if (out / "trials.jsonl").exists() else "at-start")
     res = run(engine, RunSettings(seed=1, cycles=[0], max_new_tokens=2), 1, out, pool=pool, progress=False)
     assert res["code_version"] == "at-start"
+
+
+def test_recipe_table_known_answer():
+    from companion.harness.report import recipe_table
+
+    def cell(correct, low, high):
+        return {"correct": correct, "trials": 4, "low": low, "high": high}
+
+    ks = ["0", "1", "5", "20"]
+    results = {"recipes": ["a"],
+               "recall": {"engram:a": {k: cell(i, 0.1 * i, 0.5) for i, k in enumerate(ks)},
+                          "foreign:a": {k: cell(1 if k == "5" else 0, 0.0, 0.4) for k in ks},
+                          "none": {k: cell(0, 0.0, 0.4) for k in ks}},
+               "answer_nll": {"engram:a": {k: {"mean": 2.0, "low": 1.5, "high": 2.5, "n": 4} for k in ks},
+                              "foreign:a": {"0": {"mean": 6.0, "n": 4}, "1": {"mean": 6.5, "n": 4}},
+                              "none": {}}}
+    lines = recipe_table(results).splitlines()
+    assert lines[2] == ("| a | 0/4 [0–50] | 1/4 [10–50] | 2/4 [20–50] | 3/4 [30–50] | 2.00 [1.50–2.50] | "
+                        "2.00 [1.50–2.50] | 2.00 [1.50–2.50] | 2.00 [1.50–2.50] | 1/16; 6.00 / 6.50 |")
+    assert lines[3] == "| *none* | 0/4 [0–40] | 0/4 [0–40] | 0/4 [0–40] | 0/4 [0–40] | – | – | – | – | – |"

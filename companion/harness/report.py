@@ -64,6 +64,40 @@ def recall_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short(c: dict) -> str:
+    n = c["trials"]
+    return f"{c['correct']}/{n} [{100 * c['low']:.0f}–{100 * c['high']:.0f}]" if n else "–"
+
+
+def recipe_table(results: dict, ks: tuple[str, ...] = ("0", "1", "5", "20")) -> str:
+    """One line per recipe: recall and answer NLL at the chosen k, and its foreign engram's recall
+    (summed over those k) and NLL at the first two; then the text controls. Markdown, for RESULTS.md."""
+    recall, nll = results["recall"], results.get("answer_nll", {})
+    ks = tuple(k for k in ks if k in next(iter(recall.values()), {}))
+    head = ("| recipe | " + " | ".join(f"k={k}" for k in ks) + " | " + " | ".join(f"NLL k={k}" for k in ks)
+            + " | foreign: recall; NLL |")
+    lines = [head, "|" + " --- |" * (2 * len(ks) + 2)]
+
+    def cells(row: str) -> str:
+        return (" | ".join(_short(recall[row][k]) for k in ks) + " | "
+                + " | ".join(_nll_cell(nll.get(row, {}).get(k, {})) for k in ks))
+
+    for r in results.get("recipes", []):
+        if f"engram:{r}" not in recall:
+            continue
+        f, fn = recall.get(f"foreign:{r}"), nll.get(f"foreign:{r}", {})
+        foreign = "–"
+        if f:
+            right, n = sum(f[k]["correct"] for k in ks), sum(f[k]["trials"] for k in ks)
+            means = [fn.get(k, {}).get("mean") for k in ks[:2]]
+            foreign = f"{right}/{n}; " + " / ".join("–" if m is None else f"{m:.2f}" for m in means)
+        lines.append(f"| {r} | {cells(f'engram:{r}')} | {foreign} |")
+    for row in ("none", "transcript", "recent", "retrieval"):
+        if row in recall:
+            lines.append(f"| *{row}* | {cells(row)} | – |")
+    return "\n".join(lines) + "\n"
+
+
 def _x(k: str) -> float:
     return max(float(k), 0.5)  # log axis: k=0 is drawn at 0.5 and labelled 0
 
@@ -161,6 +195,8 @@ def plot_diagnostics(results: dict, path: Path) -> None:
 def write_reports(results: dict, out: Path) -> None:
     out = Path(out)
     (out / "recall.md").write_text(recall_table(results))
+    if results.get("recipes"):
+        (out / "recipes.md").write_text(recipe_table(results))
     plot_recall(results, out / "recall.png")
     plot_nll(results, out / "nll.png")
     plot_diagnostics(results, out / "diagnostics.png")
