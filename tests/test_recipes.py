@@ -166,6 +166,22 @@ def test_select_user_recipe_keeps_only_user_text_through_the_engine(tiny_lm):
     assert torch.allclose(engram[:, :-1], turn[user.content:user.user_end].float(), atol=1e-5)
 
 
+def test_select_span_keeps_a_window_around_the_peak_as_one_statement():
+    states = torch.arange(12 * 2, dtype=torch.float32).reshape(12, 2)
+    p = Placement(ids=list(range(12)), content=1, user_end=10)  # user text 1-9, the reply 10-11
+    sur = torch.tensor([0.0, 1, 2, 1, 1, 1, 8, 1, 1, 1, 30, 30])
+    first = Select(decay=1.0, per_turn=1, user_only=True, span=4).write(Written(states, p, sur), 8)
+    # the peak (position 6) with span // 4 = 1 token after it: positions 4-7, all scored by the peak
+    assert torch.equal(first[:, :-1], states[[4, 5, 6, 7]]) and first[:, -1].tolist() == [8.0] * 4
+    # a full engram: a louder statement replaces the weakest whole one, a quieter one does not get in
+    full = torch.cat([first, torch.cat([states[:4] + 100, torch.full((4, 1), 5.0)], dim=1)])
+    loud = Written(states + 1000, p, sur * 2, engram=full)
+    after = Select(decay=1.0, per_turn=1, user_only=True, span=4).write(loud, 8)
+    assert after[:, -1].tolist() == [8.0] * 4 + [16.0] * 4
+    quiet = Written(states + 1000, p, sur / 4, engram=full)
+    assert torch.equal(Select(decay=1.0, per_turn=1, user_only=True, span=4).write(quiet, 8), full)
+
+
 def test_select_per_turn_fills_empty_slots_then_replaces_at_most_m():
     states = torch.arange(6 * 2, dtype=torch.float32).reshape(6, 2)
     sur = torch.tensor([0.0, 5.0, 1.0, 9.0, 2.0, 7.0])

@@ -49,6 +49,10 @@ register(Recipe("select-fade", "select-words whose old slots lose 5% of their sa
 # model's own and what needs keeping is what the user said.
 register(Recipe("select-user", "select-words choosing new words only from the user's text, never from the reply",
                 Select(decay=1.0, per_turn=2, whole_words=True, user_only=True), FramedReader(at_layer=True)))
+register(Recipe("select-statements", "the user's text kept as whole statements: each turn offers its 16 tokens "
+                "around the most surprising one, scored by that peak; a full engram gives up at most one "
+                "statement a turn; written back at layer L inside the user message",
+                Select(decay=1.0, per_turn=1, user_only=True, span=16), FramedReader(at_layer=True)))
 # The trained writer (companion.recipes.trained; trained by scripts/train_engram.py, the model frozen).
 register(Recipe("select-trained", "select-sticky's token states re-weighted by a trained attention (the model "
                 "frozen; shipped weights pinned by sha256), written back at layer L inside the user message",

@@ -72,6 +72,11 @@ class Select:
     # just before a rare name ("a village called Zyplyn") come in with it; the name alone left
     # the reader nothing to tie it to the question.
     context: int = 0
+    # span > 0: a turn enters as one piece, `span` tokens of its candidates (the user's text with
+    # user_only) around their most surprising one, all scored by that peak, so the engram holds a
+    # few whole statements instead of scattered words: given only the fact's layer-L states the
+    # reader answered 3 of 6 after ten turns of talk; given the two words a select writer kept, 1 of 6.
+    span: int = 0
     needs_surprise: bool = True
     extra_columns: int = 1
     fills_gradually: bool = True  # a short first turn leaves slots empty until later turns fill them
@@ -84,6 +89,9 @@ class Select:
         """Per position, what a new token competes with (its surprise, or with whole_words its word's
         largest) and, with whole_words, the id of the group it enters and leaves with."""
         sur = [float(x) for x in w.surprise]
+        if self.span:
+            peak = max((sur[i] for i in self.competitors(w)), default=0.0)
+            return [peak] * len(sur), [0] * len(sur)
         if not self.whole_words:
             return sur, None
         sal = word_max(sur, w.words)
@@ -96,7 +104,12 @@ class Select:
         p, states = w.placement, w.states
         sinks = set(sink_positions(states))
         end = p.user_end if (self.user_only and p.user_end is not None) else states.shape[0]
-        return [i for i in range(p.content, end) if i not in sinks and i not in set(p.slots)]
+        found = [i for i in range(p.content, end) if i not in sinks and i not in set(p.slots)]
+        if not self.span or len(found) <= self.span:
+            return found
+        top = max(range(len(found)), key=lambda j: float(w.surprise[found[j]]))
+        start = max(0, min(top - (self.span - 1 - self.span // 4), len(found) - self.span))
+        return found[start:start + self.span]  # the peak and a quarter of the span after it (a name's pieces)
 
     def cap(self, positions: list[int], surprise, old_n: int, slots: int, words: list[int] | None = None) -> list[int]:
         """The most surprising of `positions` a turn may bring in, in text order: empty slots fill
