@@ -14,6 +14,7 @@ Example (massive-activation positions of 4 states, one of them huge):
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -134,6 +135,8 @@ class Select:
         return sorted(sorted(range(len(sal)), key=lambda i: -sal[i])[:slots])
 
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
+        if self.span > slots:  # a statement longer than the engram could never be kept
+            return dataclasses.replace(self, span=slots).write(w, slots, fixed)
         states = w.states.float()
         old = w.engram.float() if w.engram is not None else states.new_zeros((0, states.shape[1] + 1))
         sal_now, words = self.scored(w)
