@@ -6,9 +6,9 @@ Rows may come from different engines (recipes) over one model: each row is
 laid out and embedded by its own engine, and a reader that writes at a layer
 gets its rows written there, so recipes of any depth share a pass.
 
-    absorb_many: right-padded, one pass -> one engram per row
     answer_many: left-padded greedy generation, no memory update -> one reply per row
-    absorb_rows / answer_rows: the same for rows of several engines, split into
+    absorb_rows: right-padded, rows of one or several engines -> (engram, layer-L states) per row
+    answer_rows: answer_many for rows of several engines; both split into
         passes of similar length (rows_by_length); answer_rows also scores a
         given answer teacher-forced from the prompt's KV cache
 """
@@ -129,11 +129,6 @@ def _absorb_pass(engines: list[Engine], engrams: list, turns: list[tuple[str, st
         seen = e.seen_states(states[i, :n].float(), p)
         new.append((e.compress(Written(seen, p, sur, eng), p.ids), seen))
     return new
-
-
-def absorb_many(engine: Engine, engrams: list, turns: list[tuple[str, str]]) -> list[torch.Tensor]:
-    """Engine.absorb for many sessions at once: returns the new engram of each row."""
-    return [e for e, _ in _absorb_pass(_engines(engine, len(turns)), engrams, turns)]
 
 
 def absorb_rows(engines: list[Engine], engrams: list, turns: list[tuple[str, str]]) -> list[tuple]:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from companion.batch import absorb_many, answer_many
+from companion.batch import absorb_rows, answer_many
 from companion.config import EngramConfig
 from companion.cycle import Engine
 
@@ -12,12 +12,12 @@ RECIPES = ["seed", "centred", "deep-framed", "select-deep"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_absorb_many_equals_absorb_per_row(tiny_lm, recipe):
+def test_absorb_rows_equals_absorb_per_row(tiny_lm, recipe):
     eng = Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=recipe))
     torch.manual_seed(1)
     engrams = [None, torch.randn(4, eng.width).abs(), torch.randn(2, eng.width).abs()]
     turns = [("hi", "hello"), ("a much longer message about the garden and the bees", "ok"), ("x", "a reply here")]
-    batched = absorb_many(eng, engrams, turns)
+    batched = [engram for engram, _states in absorb_rows(eng, engrams, turns)]
     for e, (u, r), got in zip(engrams, turns, batched):
         assert torch.allclose(got, eng.absorb(e, u, r).engram, atol=1e-5, rtol=1e-4)
 

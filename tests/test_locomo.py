@@ -183,7 +183,7 @@ def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, 
     import companion.batch
 
     for target, name in ((Engine, "absorb"), (AS, "ask"), (companion.batch, "absorb_rows"),
-                         (companion.batch, "absorb_many"), (companion.batch, "answer_many"), (Engine, "answer_nll")):
+                         (companion.batch, "answer_many"), (Engine, "answer_nll")):
         monkeypatch.setattr(target, name, boom)
     again = EV.run(tiny_engine, convs, out, settings, progress=False)
     assert all(r["new_turns"] == 0 for r in again.replays["seed"].values())

@@ -119,16 +119,9 @@ def replay_recipes(engines: dict, store, convs: list[Conversation], *, batched: 
                 for q, p in states if q == r] for r in engines}
 
 
-def replay_many(engine, store, convs: list[Conversation], *, batched: bool = True,
-                on_turn: Callable[[str, int, int], None] | None = None) -> list[Replayed]:
-    """replay_recipes for one recipe."""
-    name = engine.config.recipe
-    return replay_recipes({name: engine}, store, convs, batched=batched, on_turn=on_turn)[name]
-
-
 def replay(engine, store, conv: Conversation, *,
            on_turn: Callable[[int, int], None] | None = None) -> Replayed:
     """The conversation's memory (text log and final engram) from the store, replaying what is missing
     one turn at a time with Engine.absorb, as a live session would."""
     hook = None if on_turn is None else (lambda _c, i, n: on_turn(i, n))
-    return replay_many(engine, store, [conv], batched=False, on_turn=hook)[0]
+    return replay_recipes({"": engine}, store, [conv], batched=False, on_turn=hook)[""][0]

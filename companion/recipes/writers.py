@@ -86,12 +86,13 @@ class Select:
     def needs_words(self) -> bool:
         return self.whole_words
 
-    def scored(self, w: Written) -> tuple[list[float], list[int] | None]:
-        """Per position, what a new token competes with (its surprise, or with whole_words its word's
-        largest) and, with whole_words, the id of the group it enters and leaves with."""
+    def scored(self, w: Written, competitors: list[int]) -> tuple[list[float], list[int] | None]:
+        """Per position, what a new token competes with (its surprise, with whole_words its word's
+        largest, with span the largest among the competitors) and, with whole_words or span, the id of
+        the group it enters and leaves with."""
         sur = [float(x) for x in w.surprise]
         if self.span:
-            peak = max((sur[i] for i in self.competitors(w)), default=0.0)
+            peak = max((sur[i] for i in competitors), default=0.0)
             return [peak] * len(sur), [0] * len(sur)
         if not self.whole_words:
             return sur, None
@@ -139,8 +140,9 @@ class Select:
             return dataclasses.replace(self, span=slots).write(w, slots, fixed)
         states = w.states.float()
         old = w.engram.float() if w.engram is not None else states.new_zeros((0, states.shape[1] + 1))
-        sal_now, words = self.scored(w)
-        cands = self.cap(self.competitors(w), sal_now, old.shape[0], slots, words)
+        found = self.competitors(w)
+        sal_now, words = self.scored(w, found)
+        cands = self.cap(found, sal_now, old.shape[0], slots, words)
         old_sal = old[:, -1].tolist()
         new_sal = [sal_now[i] for i in cands]
         vecs = [old[j, :-1] for j in range(old.shape[0])] + [states[i] for i in cands]
