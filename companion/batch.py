@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from .cycle import Engine, _cache_of, chat_ids, end_id, surprise_of
+from .halves import distinct, fresh_cache, lower, splits, upper, with_lower
 from .recipes.base import Placement, Written
 
 # Grouping costs in prompt-token units, measured for SmolLM2-135M on one CPU thread (prefill about
@@ -69,6 +70,25 @@ def _writing(engines: list[Engine], placements: list[Placement], offsets: list[i
     return stack
 
 
+def _sharing(engines: list[Engine], placements: list[Placement]) -> tuple[int, list[int], list[int]] | None:
+    """(depth, distinct rows, row -> its index) when rows share blocks 1..depth (companion.halves):
+    every engram written at one layer, and some rows with the same ids; else None."""
+    keys: list = []
+    depths = set()
+    for i, (e, p) in enumerate(zip(engines, placements)):
+        if p.vectors is not None and p.slots and not e.reader.depth_is_layer:
+            keys.append(i)  # its engram is in the input embeddings: a lower half of its own
+            continue
+        if p.vectors is not None and p.slots:
+            depths.add(p.depth)
+        keys.append(tuple(p.ids))
+    rows, inverse = distinct(keys)
+    if len(depths) != 1 or len(rows) == len(keys):
+        return None
+    depth = depths.pop()
+    return (depth, rows, inverse) if splits(engines[0].model, depth) else None
+
+
 def forward_keeping(model, keep: int, **kw):
     """The model's output with logits for the last `keep` positions only (all where unsupported)."""
     try:
@@ -77,15 +97,19 @@ def forward_keeping(model, keep: int, **kw):
         return model(**kw)
 
 
-def rows_by_length(lengths: list[int], *, per_pass: int, budget: int = MAX_PASS_TOKENS) -> list[list[int]]:
+def rows_by_length(lengths: list[int], *, per_pass: int, budget: int = MAX_PASS_TOKENS,
+                   keys: list | None = None) -> list[list[int]]:
     """Row indices split into passes minimising sum(per_pass + rows x padded width), each pass at most
     `budget` padded tokens (unless one row alone exceeds it). A 70-token prompt padded to a
     1,500-token transcript costs 20x, while every extra pass costs its fixed share again.
+    keys: rows of one key are ordered next to each other (so they tend to share a pass and its
+    lower half, companion.halves); the costs do not depend on them.
 
     >>> rows_by_length([80, 1500, 90, 1400], per_pass=200)
     [[0, 2], [3, 1]]
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    group = distinct(keys)[1] if keys is not None else list(range(len(lengths)))
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], group[i]))
     best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
     for j in range(1, len(order) + 1):
         width = lengths[order[j - 1]]
@@ -115,8 +139,13 @@ def _absorb_pass(engines: list[Engine], engrams: list, turns: list[tuple[str, st
         p = e.place(eng, u, r)
         placements.append(Placement(p.ids + [end_id(tok)], p.slots, p.vectors, p.depth, p.content, p.user_end))
     embeds, mask, offsets = _padded(engines, placements, left=False)  # right padding: positions stay 0..n-1
+    shared = _sharing(engines, placements) if surprise else None
     with _writing(engines, placements, offsets):
-        if surprise:
+        if shared is not None and shared[0] == layer:  # the turn's own states come from the shared half
+            _, rows, inverse = shared
+            states = lower(engines[0].model, embeds[rows], mask[rows], layer)[inverse]
+            logits = upper(engines[0].model, states, mask, layer).logits
+        elif surprise:
             out = engines[0].model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
                                    use_cache=False)
             states, logits = out.hidden_states[layer], out.logits
@@ -144,7 +173,8 @@ def absorb_rows(engines: list[Engine], engrams: list, turns: list[tuple[str, str
     for (surprise, _), idx in kinds.items():
         lengths = [len(chat_ids(engines[i].tokenizer, *turns[i])) + _slots(engrams[i]) for i in idx]
         budget = MAX_SURPRISE_TOKENS if surprise else MAX_PASS_TOKENS
-        for group in rows_by_length(lengths, per_pass=PASS_TOKENS, budget=budget):
+        keys = [(turns[i], _slots(engrams[i])) for i in idx]
+        for group in rows_by_length(lengths, per_pass=PASS_TOKENS, budget=budget, keys=keys):
             rows = [idx[g] for g in group]
             for i, got in zip(rows, _absorb_pass([engines[i] for i in rows], [engrams[i] for i in rows],
                                                  [turns[i] for i in rows])):
@@ -172,9 +202,17 @@ def _answer_pass(engines: list[Engine], placements: list[Placement], targets: li
     embeds, mask, offsets = _padded(engines, placements, left=True)  # every row's next token at one column
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     stop = {end_id(tok)} | ({tok.eos_token_id} - {None})
+    shared = _sharing(engines, placements)
     with _writing(engines, placements, offsets):
-        out = forward_keeping(model, 1, inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                              use_cache=True)
+        if shared is None:
+            out = forward_keeping(model, 1, inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                  use_cache=True)
+        else:  # blocks 1..depth once per distinct prompt, their keys and values copied to its rows
+            depth, rows, inverse = shared
+            below = fresh_cache(model)
+            hidden = lower(model, embeds[rows], mask[rows], depth, positions=positions[rows], cache=below)
+            out = upper(model, hidden[inverse], mask, depth, positions=positions, use_cache=True, keep=1)
+            with_lower(_cache_of(out), below, inverse, depth)
     cache, logits = _cache_of(out), out.logits[:, -1]
     nlls = (_target_nlls(engines[0], cache, logits, mask, positions, targets) if any(targets)
             else [None] * len(targets))
@@ -234,7 +272,8 @@ def answer_rows(engines: list[Engine], engrams: list, texts: list[str], *, max_n
         e.check_fits(eng, chat_ids(e.tokenizer, t), max(max_new_tokens, len(tgt or [])))
     placements = [e.place(eng, t) for e, eng, t in zip(engines, engrams, texts)]
     out: list = [None] * len(texts)
-    for group in rows_by_length([p.prompt_len for p in placements], per_pass=max_new_tokens * DECODE_STEP_TOKENS):
+    for group in rows_by_length([p.prompt_len for p in placements], per_pass=max_new_tokens * DECODE_STEP_TOKENS,
+                                keys=[tuple(p.ids) for p in placements]):
         got = _answer_pass([engines[i] for i in group], [placements[i] for i in group],
                            [targets[i] for i in group], max_new_tokens)
         for i, a in zip(group, got):
