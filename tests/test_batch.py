@@ -111,3 +111,15 @@ def test_rows_by_length_keeps_short_rows_apart_from_long_ones_and_within_budget(
     assert rows_by_length(lengths, per_pass=10 ** 6) == [sorted(range(8), key=lambda i: lengths[i])]  # one pass
     for p in rows_by_length(lengths, per_pass=10 ** 6, budget=3000):
         assert len(p) == 1 or len(p) * max(lengths[i] for i in p) <= 3000
+
+
+def test_rows_by_length_keeps_rows_of_one_key_together_at_equal_lengths():
+    from companion.batch import rows_by_length
+
+    lengths = [50, 50, 50, 50, 50, 50]
+    keys = ["a", "b", "a", "b", "a", "b"]
+    plain = rows_by_length(lengths, per_pass=10, budget=150)  # three rows a pass
+    keyed = rows_by_length(lengths, per_pass=10, budget=150, keys=keys)
+    assert [len(p) for p in keyed] == [len(p) for p in plain] == [3, 3]  # the same passes' sizes and costs
+    assert {frozenset(keys[i] for i in p) for p in keyed} == {frozenset("a"), frozenset("b")}
+    assert any(len({keys[i] for i in p}) == 2 for p in plain)  # without keys they mix
