@@ -140,21 +140,27 @@ def _absorb_pass(engines: list[Engine], engrams: list, turns: list[tuple[str, st
         placements.append(Placement(p.ids + [end_id(tok)], p.slots, p.vectors, p.depth, p.content, p.user_end))
     embeds, mask, offsets = _padded(engines, placements, left=False)  # right padding: positions stay 0..n-1
     shared = _sharing(engines, placements) if surprise else None
+    # Writers only weigh the turn's own tokens, so logits start where the earliest turn does: the
+    # output layer (49k x H) is a fifth of a token's compute, and the slots and frame come first.
+    start = max(0, min(p.content for p in placements) - 1)
+    keep = embeds.shape[1] - start
     with _writing(engines, placements, offsets):
         if shared is not None and shared[0] == layer:  # the turn's own states come from the shared half
             _, rows, inverse = shared
             states = lower(engines[0].model, embeds[rows], mask[rows], layer)[inverse]
-            logits = upper(engines[0].model, states, mask, layer).logits
+            logits = upper(engines[0].model, states, mask, layer, keep=keep).logits
         elif surprise:
-            out = engines[0].model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
-                                   use_cache=False)
+            out = forward_keeping(engines[0].model, keep, inputs_embeds=embeds, attention_mask=mask,
+                                  output_hidden_states=True, use_cache=False)
             states, logits = out.hidden_states[layer], out.logits
+            if logits.shape[1] != keep:  # a model without logits_to_keep gave them all
+                logits = logits[:, start:]
         else:
             states, logits = engines[0].layer_states(embeds, mask), None
     new = []
     for i, (e, p, eng) in enumerate(zip(engines, placements, engrams)):
         n = len(p.ids)
-        sur = surprise_of(logits[i, :n], p.ids) if logits is not None else None
+        sur = surprise_of(logits[i, :n - start], p.ids, start) if logits is not None else None
         seen = e.seen_states(states[i, :n].float(), p)
         new.append((e.compress(Written(seen, p, sur, eng), p.ids), seen))
     return new

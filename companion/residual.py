@@ -2,10 +2,13 @@
 
     ResidualWrite(block, rows)  context: block's input gets rows' vectors at their positions
     surprise_of(logits, ids)    [T] -log p(ids[t] | ids[:t])
+    surprise_of(logits[2:], ids, start=2)   the same from position 3 on (zeros before)
 
     >>> import torch
     >>> surprise_of(torch.zeros(3, 4), [0, 1, 2]).tolist()  # uniform over 4 tokens
     [0.0, 1.3862943649291992, 1.3862943649291992]
+    >>> surprise_of(torch.zeros(2, 4), [0, 1, 2], start=1).tolist()
+    [0.0, 0.0, 1.3862943649291992]
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 import torch
 
 
-def surprise_of(logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
-    """[T] -log p(ids[t] | ids[:t]) from [T, V] logits of the same sequence; 0 at t=0."""
+def surprise_of(logits: torch.Tensor, ids: list[int], start: int = 0) -> torch.Tensor:
+    """[T] -log p(ids[t] | ids[:t]) from [T - start, V] logits of positions start.. of the same
+    sequence (a pass that kept only those); 0 at t <= start, where there is no logit before it."""
     lp = torch.log_softmax(logits[:-1].float(), dim=-1)
-    tgt = torch.tensor(ids[1:], device=logits.device)[:, None]
-    return torch.cat([lp.new_zeros(1), -lp.gather(1, tgt)[:, 0]]).cpu()
+    tgt = torch.tensor(ids[start + 1:], device=logits.device)[:, None]
+    return torch.cat([lp.new_zeros(start + 1), -lp.gather(1, tgt)[:, 0]]).cpu()
 
 
 class NoWrite:

@@ -215,9 +215,19 @@ def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_recor
         passes.append({e.config.recipe for e in engs})
         return real(engs, *args, **kwargs)
 
+    import companion.harness.lockstep as L
+
+    calls, real_rows = [], L.answer_rows
+
+    def count(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real_rows(*args, **kwargs)
+
     monkeypatch.setattr(B, "_answer_pass", spy)
+    monkeypatch.setattr(L, "answer_rows", count)
     many = run(engines, settings, 2, tmp_path / "many", pool=pool, progress=False, batch=2)
     _same_records(one, many)
+    assert len(calls) == 1  # every checkpoint's rows asked together, once the last turn is lived
     assert any(len(p) > 2 for p in passes)  # one pass answered rows of several recipes
     assert len(passes) < len(mode_rows(MODE_NAMES, recipes)) * len(settings.cycles)
 

@@ -2,13 +2,15 @@
 
 Every session of every trial and recipe (each trial's own, and the foreign
 twins that are not another trial of the group) takes its turn in one
-`batch.absorb_rows` call per step, and at a
-checkpoint every row of every trial still to be asked goes to one
-`batch.answer_rows` call, which also scores the correct answer's NLL from each
-prompt's KV cache. Rows of different recipes and modes share forward passes
-there, grouped by length: on a CPU a decode step for 60 rows costs about 2.5
-times one for 6 (reading the weights dominates), so answering mode row by mode
-row (31 rows for nine recipes) paid for each step far more often than needed. The records equal what `Trial.run` gives one trial at a time (the
+`batch.absorb_rows` call per step. At a checkpoint each trial's memories are
+noted (a Memory holds a tensor and a list: a copy costs nothing), and once the
+last turn is lived every row of every trial and checkpoint still to be asked
+goes to one `batch.answer_rows` call, which also scores the correct answer's
+NLL from each prompt's KV cache. Rows of different recipes, modes and
+checkpoints share forward passes there, grouped by length: on a CPU a decode
+step for 60 rows costs about 2.5 times one for 6 (reading the weights
+dominates), so the more rows a pass has, the fewer times each step is paid
+for. The records equal what `Trial.run` gives one trial at a time (the
 batched primitives are tested equal to the one-at-a-time ones).
 """
 
@@ -39,50 +41,61 @@ def _live_all(trials: list[Trial], sessions: list[tuple[dict, tuple[str, str], i
     return shares
 
 
-def _probe_all(trials: list[Trial], k, mems, foreigns, firsts, shares, on_ask) -> list[dict]:
-    answers: list[dict] = [{} for _ in trials]
-    asked = []  # (trial index, row, key, engine, engram, text, target, refused NLL record)
-    first_asker: list[dict] = [{} for _ in trials]  # prompt key -> first row asking it at this k
-    for ti, t in enumerate(trials):
-        for row in t.rows:
-            p, key = t.prompt(row, mems[ti], foreigns[ti])
-            if key in t._asked or key in first_asker[ti]:  # filled in below, once the first is answered
-                continue
-            engine = t.engines[t.recipe_of(row)]
-            text = with_context(p.context, t.fact.question)
-            try:
-                engine.check_fits(p.engram, chat_ids(engine.tokenizer, text), t.s.max_new_tokens)
-            except InputTooLongError as exc:  # scored as wrong, and the error is kept
-                nll = nll_one(engine, p.engram, text, t.fact.answer) if t.s.nll else {}
-                _keep(t, answers[ti], row.name, k, key, "", None, 0.0, nll, error=str(exc))
-                continue
-            target, refused = scored_target(engine, p.engram, text, t.fact.answer) if t.s.nll else (None, {})
-            first_asker[ti][key] = row.name
-            asked.append((ti, row, key, engine, p.engram, text, target, refused))
-    got = answer_rows([a[3] for a in asked], [a[4] for a in asked], [a[5] for a in asked],
-                      max_new_tokens=trials[0].s.max_new_tokens, targets=[a[6] for a in asked])
-    for (ti, row, key, _e, _g, _t, target, refused), a in zip(asked, got):
+def _snapshot(mems: dict) -> dict:
+    """recipe -> a copy of its Memory as it is now (later turns replace the engram and extend the log)."""
+    return {r: Memory(turns=list(m.turns), engram=m.engram) for r, m in mems.items()}
+
+
+def _probe_all(trials: list[Trial], checkpoints: list[tuple], on_ask) -> list[list[dict]]:
+    """Every row of every trial at every checkpoint (k, own memories, foreign memories, diagnostics per
+    trial) answered in one answer_rows call; returns per trial its probes in checkpoint order."""
+    asked = []  # (trial index, k, row, key, engine, engram, text, target, refused NLL record)
+    answers: list[dict] = [{} for _ in trials]  # per trial: (k, row name) -> answer
+    first_asker: list[dict] = [{} for _ in trials]  # prompt key -> first (k, row) asking it in this call
+    for k, mems, foreigns, _diags in checkpoints:
+        for ti, t in enumerate(trials):
+            for row in t.rows:
+                p, key = t.prompt(row, mems[ti], foreigns[ti])
+                if key in t._asked or key in first_asker[ti]:  # filled in below, once the first is answered
+                    continue
+                engine = t.engines[t.recipe_of(row)]
+                text = with_context(p.context, t.fact.question)
+                try:
+                    engine.check_fits(p.engram, chat_ids(engine.tokenizer, text), t.s.max_new_tokens)
+                except InputTooLongError as exc:  # scored as wrong, and the error is kept
+                    nll = nll_one(engine, p.engram, text, t.fact.answer) if t.s.nll else {}
+                    _keep(t, answers[ti], (k, row.name), key, "", None, 0.0, nll, error=str(exc))
+                    continue
+                target, refused = scored_target(engine, p.engram, text, t.fact.answer) if t.s.nll else (None, {})
+                first_asker[ti][key] = (k, row.name)
+                asked.append((ti, k, row, key, engine, p.engram, text, target, refused))
+    got = answer_rows([a[4] for a in asked], [a[5] for a in asked], [a[6] for a in asked],
+                      max_new_tokens=trials[0].s.max_new_tokens, targets=[a[7] for a in asked])
+    for (ti, k, row, key, _e, _g, _t, target, refused), a in zip(asked, got):
         nll = nll_record(*a.target_nll) if target else refused
-        _keep(trials[ti], answers[ti], row.name, k, key, a.reply, a.prompt_tokens, a.seconds, nll)
-    out = []
-    for ti, t in enumerate(trials):
-        for row in t.rows:  # rows whose prompt an earlier row (or checkpoint) asked: its answer again
-            if row.name not in answers[ti]:
-                t.reused(t.prompt(row, mems[ti], foreigns[ti])[1], answers[ti], row.name)
-            on_ask()
-        out.append({"k": k, "answers": {r.name: answers[ti][r.name] for r in t.rows},
-                    "diagnostics": t.diagnostics(mems[ti], foreigns[ti], firsts[ti], shares=shares[ti])})
+        _keep(trials[ti], answers[ti], (k, row.name), key, a.reply, a.prompt_tokens, a.seconds, nll)
+    out: list[list[dict]] = [[] for _ in trials]
+    for k, mems, foreigns, diags in checkpoints:
+        for ti, t in enumerate(trials):
+            for row in t.rows:  # rows whose prompt an earlier row (or checkpoint) asked: its answer again
+                if (k, row.name) not in answers[ti]:
+                    got_row: dict = {}
+                    t.reused(t.prompt(row, mems[ti], foreigns[ti])[1], got_row, row.name)
+                    answers[ti][(k, row.name)] = got_row[row.name]
+                on_ask()
+            out[ti].append({"k": k, "answers": {r.name: answers[ti][(k, r.name)] for r in t.rows},
+                            "diagnostics": diags[ti]})
     return out
 
 
-def _keep(t: Trial, answers: dict, name: str, k, key, reply: str, prompt_tokens, seconds: float, nll: dict,
+def _keep(t: Trial, answers: dict, at: tuple, key, reply: str, prompt_tokens, seconds: float, nll: dict,
           error: str | None = None) -> None:
     a = {"reply": reply, "correct": is_correct(reply, t.fact.answer, t.fact.aliases),
          "prompt_tokens": prompt_tokens, "seconds": seconds, **nll}
     if error:
         a["error"] = error
-    answers[name] = a
-    t._asked[key] = (f"k={k}/{name}", a)
+    answers[at] = a
+    t._asked[key] = (f"k={at[0]}/{at[1]}", a)
 
 
 def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
@@ -107,11 +120,12 @@ def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
     firsts = [{r: m[r].engram for r in recipes} for m in mems]
     s = trials[0].s
     checkpoints, kmax = set(s.cycles), max(s.cycles)
-    probes: list[list[dict]] = [[] for _ in trials]
+    asks = []  # what each checkpoint asks with; all asked together at the end (bigger, fewer passes)
     for i in range(kmax + 1):
         if i in checkpoints:
-            for ti, p in enumerate(_probe_all(trials, i, mems, foreigns, firsts, shares, on_ask)):
-                probes[ti].append(p)
+            diags = [t.diagnostics(mems[ti], foreigns[ti], firsts[ti], shares=shares[ti]) for ti, t in enumerate(trials)]
+            asks.append((i, [_snapshot(m) for m in mems], [_snapshot(f) for f in foreigns], diags))
         if i < kmax:
             shares = step([t.distractors[i] for t in trials], [t.foreign_distractors[i] for t in trials])
+    probes = _probe_all(trials, asks, on_ask)
     return [t.record(probes[ti]) for ti, t in enumerate(trials)]
