@@ -17,16 +17,13 @@ import torch
 from . import engram as E
 from .chat_format import chat_ids, end_id, word_starts  # noqa: F401  (re-exported: the cycle's token layout)
 from .config import ConfigError, EngramConfig
+from .halves import lower
 from .loading import LanguageModel
 from .recipes.base import Placement, Written, get_recipe
 from .recipes.fixed import fixed_hash
 from .recipes.writers import state_part
 from .sampling import Sampling, pick
 from .residual import NoWrite, ResidualWrite, surprise_of  # noqa: F401  (surprise_of: used by batch)
-
-
-class _StopForward(Exception):
-    """Raised by a forward hook to end a pass once the wanted block has run."""
 
 
 class InputTooLongError(ValueError):
@@ -158,25 +155,9 @@ class Engine:
         blocks = getattr(self.model.get_decoder(), "layers", None)
         # hidden_states[num_layers] has the final norm applied, so only L < depth can stop early.
         if stop_early and blocks is not None and layer < len(blocks):
-            return self._run_until(blocks[layer - 1], embeds, mask)
+            return lower(self.model, embeds, mask, layer)
         out = self.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
         return out.hidden_states[layer]
-
-    def _run_until(self, block: torch.nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        caught: list[torch.Tensor] = []
-
-        def hook(_module, _args, output):
-            caught.append(output[0] if isinstance(output, tuple) else output)
-            raise _StopForward
-
-        handle = block.register_forward_hook(hook)
-        try:
-            self.model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        return caught[0]
 
     def seen_states(self, states: torch.Tensor, p: Placement) -> torch.Tensor:
         """Layer-L states as the model saw them: where the reader wrote the engram at layer L,
