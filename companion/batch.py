@@ -23,6 +23,7 @@ import torch
 
 from .cycle import Engine, _cache_of, chat_ids, end_id, surprise_of
 from .halves import distinct, fresh_cache, lower, splits, upper, with_lower
+from .prefix import cache_for, common_head, head_class, run_head
 from .recipes.base import Placement, Written
 
 # Grouping costs in prompt-token units, measured for SmolLM2-135M on one CPU thread (prefill about
@@ -42,19 +43,24 @@ def _engines(engines, n: int) -> list[Engine]:
     return engines
 
 
-def _padded(engines: list[Engine], placements: list[Placement], *, left: bool):
-    """[B, W, H] embeddings, [B, W] mask and each row's offset (left padding shifts a row right)."""
+def _padded(engines: list[Engine], placements: list[Placement], *, left: bool, head: int = 0):
+    """[B, W, H] embeddings of each row after its first `head` ids (the head every row shares, run
+    apart: companion.prefix), the [B, head + W] mask, each row's offset (slot s of a row sits at column
+    s + offset of the embeddings; left padding shifts a row right, behind the head) and the head's
+    embeddings [1, head, H]."""
     rows = [e.embeds_of(p)[0] for e, p in zip(engines, placements)]
-    width = max(r.shape[0] for r in rows)
+    width = max(r.shape[0] for r in rows) - head
     embeds = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=embeds.device)
+    mask = torch.zeros((len(rows), head + width), dtype=torch.long, device=embeds.device)
+    mask[:, :head] = 1
     offsets = []
     for i, r in enumerate(rows):
-        off = width - r.shape[0] if left else 0
-        embeds[i, off: off + r.shape[0]] = r
-        mask[i, off: off + r.shape[0]] = 1
-        offsets.append(off)
-    return embeds, mask, offsets
+        n = r.shape[0] - head
+        off = width - n if left else 0
+        embeds[i, off: off + n] = r[head:]
+        mask[i, head + off: head + off + n] = 1
+        offsets.append(off - head)
+    return embeds, mask, offsets, rows[0][None, :head]
 
 
 def _writing(engines: list[Engine], placements: list[Placement], offsets: list[int]) -> ExitStack:
@@ -126,64 +132,137 @@ def rows_by_length(lengths: list[int], *, per_pass: int, budget: int = MAX_PASS_
     return passes[::-1]
 
 
+def _turn_placement(engine: Engine, engram, turn: tuple[str, str]) -> Placement:
+    """A finished turn laid out by the engine's reader, closed by the end-of-turn id."""
+    tok, (user, reply) = engine.tokenizer, turn
+    engine.check_fits(engram, chat_ids(tok, user, reply) + [end_id(tok)], 0)
+    p = engine.place(engram, user, reply)
+    return Placement(p.ids + [end_id(tok)], p.slots, p.vectors, p.depth, p.content, p.user_end)
+
+
 @torch.inference_mode()
-def _absorb_pass(engines: list[Engine], engrams: list, turns: list[tuple[str, str]]) -> list[tuple]:
-    """One right-padded pass: (new engram, layer-L states as the model saw them [T, H]) per row."""
-    layer, surprise = engines[0].config.layer, engines[0].writer.needs_surprise
-    if any(e.config.layer != layer or e.writer.needs_surprise != surprise for e in engines):
-        raise ValueError("rows of one absorb pass must read the same layer and all or none need surprise")
-    placements = []
-    for e, eng, (u, r) in zip(engines, engrams, turns):
-        tok = e.tokenizer
-        e.check_fits(eng, chat_ids(tok, u, r) + [end_id(tok)], 0)
-        p = e.place(eng, u, r)
-        placements.append(Placement(p.ids + [end_id(tok)], p.slots, p.vectors, p.depth, p.content, p.user_end))
-    embeds, mask, offsets = _padded(engines, placements, left=False)  # right padding: positions stay 0..n-1
-    shared = _sharing(engines, placements) if surprise else None
+def _absorb_forward(engines: list[Engine], placements: list[Placement], start: int, surprise: list[bool]):
+    """Right-padded pass: (layer-L states [B, W, H], logits of positions start.. [B, W - start, V] or None).
+    Logits are computed for every row when rows run whole, and only for the rows that need surprise
+    (the others' are zeros) when the rows share their lower half."""
+    model, layer = engines[0].model, engines[0].config.layer
+    needs_logits = any(surprise)
+    # A shared head stops short of the logits and, for a pass that stops at the layer, needs the
+    # layer to be a block's output (hidden_states[L] of the last block has the final norm applied).
+    runs_head = needs_logits or 0 < layer < model.config.num_hidden_layers
+    head = common_head(placements, limit=start) if runs_head else 0
+    embeds, mask, offsets, head_embeds = _padded(engines, placements, left=False, head=head)
+    head_cache, head_states = run_head(model, head_embeds, layer) if head else (None, None)
+
+    def cache(rows: int):
+        return cache_for(head_cache, rows) if head else None
+
+    shared = _sharing(engines, placements) if needs_logits else None
+    keep = head + embeds.shape[1] - start
+    if shared is not None and shared[0] == layer:  # the turn's own states come from the shared half
+        _, rows, inverse = shared
+        states = lower(model, embeds[rows], mask[rows], layer, cache=cache(len(rows)))[inverse]
+        up = [i for i, s in enumerate(surprise) if s]  # only these need blocks L+1.. and the output layer
+        with _writing([engines[i] for i in up], [placements[i] for i in up], [offsets[i] for i in up]):
+            got = upper(model, states[up], mask[up], layer, keep=keep, cache=cache(len(up))).logits
+        logits = got
+        if len(up) < len(surprise):
+            logits = got.new_zeros((len(surprise), *got.shape[1:]))
+            logits[up] = got
+    elif needs_logits and not all(surprise):  # nothing shared: the rows that stop at the layer go apart
+        return _absorb_apart(engines, placements, start, surprise)
+    else:
+        with _writing(engines, placements, offsets):
+            if needs_logits:
+                out = forward_keeping(model, keep, inputs_embeds=embeds, attention_mask=mask,
+                                      output_hidden_states=True, use_cache=head > 0,
+                                      **{engines[0]._cache_arg: cache(len(placements))})
+                states, logits = out.hidden_states[layer], out.logits
+                if logits.shape[1] != keep:  # a model without logits_to_keep gave them all
+                    logits = logits[:, start - head:]
+            elif head:
+                states, logits = lower(model, embeds, mask, layer, cache=cache(len(placements))), None
+            else:
+                states, logits = engines[0].layer_states(embeds, mask), None
+    if head:
+        states = torch.cat([head_states.expand(len(placements), -1, -1), states], dim=1)
+    return states, logits
+
+
+def _absorb_apart(engines, placements, start: int, surprise: list[bool]):
+    """_absorb_forward run separately for the rows that need surprise and for the others."""
+    parts = [[i for i, s in enumerate(surprise) if s], [i for i, s in enumerate(surprise) if not s]]
+    got = [_absorb_forward([engines[i] for i in idx], [placements[i] for i in idx], start, [s] * len(idx))
+           for idx, s in zip(parts, (True, False))]
+    width = max(g[0].shape[1] for g in got)
+    states = got[0][0].new_zeros((len(placements), width, got[0][0].shape[-1]))
+    logits = got[0][1].new_zeros((len(placements), width - start, got[0][1].shape[-1]))
+    for idx, (st, lo) in zip(parts, got):
+        states[idx, :st.shape[1]] = st
+        if lo is not None:
+            logits[idx, :lo.shape[1]] = lo
+    return states, logits
+
+
+@torch.inference_mode()
+def _absorb_pass(engines: list[Engine], placements: list[Placement], engrams: list) -> list[tuple]:
+    """One pass over placed turns: (new engram, layer-L states as the model saw them [T, H]) per row."""
+    layer = engines[0].config.layer
+    if any(e.config.layer != layer for e in engines):
+        raise ValueError("rows of one absorb pass must read the same layer")
+    surprise = [e.writer.needs_surprise for e in engines]
     # Writers only weigh the turn's own tokens, so logits start where the earliest turn does: the
     # output layer (49k x H) is a fifth of a token's compute, and the slots and frame come first.
     start = max(0, min(p.content for p in placements) - 1)
-    keep = embeds.shape[1] - start
-    with _writing(engines, placements, offsets):
-        if shared is not None and shared[0] == layer:  # the turn's own states come from the shared half
-            _, rows, inverse = shared
-            states = lower(engines[0].model, embeds[rows], mask[rows], layer)[inverse]
-            logits = upper(engines[0].model, states, mask, layer, keep=keep).logits
-        elif surprise:
-            out = forward_keeping(engines[0].model, keep, inputs_embeds=embeds, attention_mask=mask,
-                                  output_hidden_states=True, use_cache=False)
-            states, logits = out.hidden_states[layer], out.logits
-            if logits.shape[1] != keep:  # a model without logits_to_keep gave them all
-                logits = logits[:, start:]
-        else:
-            states, logits = engines[0].layer_states(embeds, mask), None
+    # Before any engram every reader lays a turn out as the plain chat: one session's first turn
+    # under every recipe is one row.
+    if all(p.vectors is None for p in placements):
+        rows, inverse = distinct([tuple(p.ids) for p in placements])
+        sur = [any(s for s, j in zip(surprise, inverse) if j == k) for k in range(len(rows))]
+    else:
+        rows, inverse, sur = list(range(len(placements))), None, surprise
+    states, logits = _absorb_forward([engines[i] for i in rows], [placements[i] for i in rows], start, sur)
+    if len(rows) < len(placements):
+        states = states[inverse]
+        logits = logits[inverse] if logits is not None else None
     new = []
     for i, (e, p, eng) in enumerate(zip(engines, placements, engrams)):
         n = len(p.ids)
-        sur = surprise_of(logits[i, :n - start], p.ids, start) if logits is not None else None
+        sur_i = surprise_of(logits[i, :n - start], p.ids, start) if surprise[i] else None
         seen = e.seen_states(states[i, :n].float(), p)
-        new.append((e.compress(Written(seen, p, sur, eng), p.ids), seen))
+        new.append((e.compress(Written(seen, p, sur_i, eng), p.ids), seen))
     return new
+
+
+def _absorb_kind(engine: Engine, p: Placement) -> tuple:
+    """Rows of one kind may share a pass: one layer, one head class (companion.prefix), and either no
+    engram yet, an engram written at the layer (their lower halves can be shared whether or not they need the
+    output layer) or the same need for surprise (those rows run whole, the others stop at the layer)."""
+    if p.vectors is None:  # no engram yet: the plain chat, the same row under every recipe (_absorb_pass)
+        return engine.config.layer, head_class(p), "first"
+    at_layer = engine.reader.depth_is_layer and 0 < engine.config.layer < engine.model.config.num_hidden_layers
+    return engine.config.layer, head_class(p), "layer" if at_layer else engine.writer.needs_surprise
 
 
 def absorb_rows(engines: list[Engine], engrams: list, turns: list[tuple[str, str]]) -> list[tuple]:
     """Engine.absorb for rows of several engines: (new engram, the turn's layer-L states [T, H]) per row.
 
-    Rows whose writers need surprise run the whole model; the others stop at the layer, so the two
-    never share a pass; within each, rows of similar length do."""
+    Rows are grouped by kind (_absorb_kind) and, within a kind, into passes of similar length."""
     engines = _engines(engines, len(turns))
+    placements = [_turn_placement(e, eng, t) for e, eng, t in zip(engines, engrams, turns)]
     out: list = [None] * len(turns)
     kinds: dict[tuple, list[int]] = {}
-    for i, e in enumerate(engines):
-        kinds.setdefault((e.writer.needs_surprise, e.config.layer), []).append(i)
-    for (surprise, _), idx in kinds.items():
-        lengths = [len(chat_ids(engines[i].tokenizer, *turns[i])) + _slots(engrams[i]) for i in idx]
+    for i, (e, p) in enumerate(zip(engines, placements)):
+        kinds.setdefault(_absorb_kind(e, p), []).append(i)
+    for idx in kinds.values():
+        lengths = [len(placements[i].ids) for i in idx]
+        surprise = any(engines[i].writer.needs_surprise for i in idx)
         budget = MAX_SURPRISE_TOKENS if surprise else MAX_PASS_TOKENS
         keys = [(turns[i], _slots(engrams[i])) for i in idx]
         for group in rows_by_length(lengths, per_pass=PASS_TOKENS, budget=budget, keys=keys):
             rows = [idx[g] for g in group]
-            for i, got in zip(rows, _absorb_pass([engines[i] for i in rows], [engrams[i] for i in rows],
-                                                 [turns[i] for i in rows])):
+            for i, got in zip(rows, _absorb_pass([engines[i] for i in rows], [placements[i] for i in rows],
+                                                 [engrams[i] for i in rows])):
                 out[i] = got
     return out
 
@@ -205,19 +284,28 @@ def _answer_pass(engines: list[Engine], placements: list[Placement], targets: li
     """Greedy replies of left-padded placements; with targets, their teacher-forced NLL first."""
     started = time.perf_counter()
     model, tok = engines[0].model, engines[0].tokenizer
-    embeds, mask, offsets = _padded(engines, placements, left=True)  # every row's next token at one column
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    # Every row's next token at one column: rows are padded on the left, behind the head they share
+    # (companion.prefix), which runs once.
+    head = common_head(placements)
+    embeds, mask, offsets, head_embeds = _padded(engines, placements, left=True, head=head)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
+    head_cache = run_head(model, head_embeds)[0] if head else None
+
+    def cache(rows: int):
+        return cache_for(head_cache, rows) if head else None
+
     stop = {end_id(tok)} | ({tok.eos_token_id} - {None})
     shared = _sharing(engines, placements)
     with _writing(engines, placements, offsets):
         if shared is None:
             out = forward_keeping(model, 1, inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                  use_cache=True)
+                                  use_cache=True, **{engines[0]._cache_arg: cache(len(placements))})
         else:  # blocks 1..depth once per distinct prompt, their keys and values copied to its rows
             depth, rows, inverse = shared
-            below = fresh_cache(model)
+            below = cache(len(rows)) if head else fresh_cache(model)
             hidden = lower(model, embeds[rows], mask[rows], depth, positions=positions[rows], cache=below)
-            out = upper(model, hidden[inverse], mask, depth, positions=positions, use_cache=True, keep=1)
+            out = upper(model, hidden[inverse], mask, depth, positions=positions, use_cache=True, keep=1,
+                        cache=cache(len(placements)))
             with_lower(_cache_of(out), below, inverse, depth)
     cache, logits = _cache_of(out), out.logits[:, -1]
     nlls = (_target_nlls(engines[0], cache, logits, mask, positions, targets) if any(targets)
@@ -278,10 +366,16 @@ def answer_rows(engines: list[Engine], engrams: list, texts: list[str], *, max_n
         e.check_fits(eng, chat_ids(e.tokenizer, t), max(max_new_tokens, len(tgt or [])))
     placements = [e.place(eng, t) for e, eng, t in zip(engines, engrams, texts)]
     out: list = [None] * len(texts)
-    for group in rows_by_length([p.prompt_len for p in placements], per_pass=max_new_tokens * DECODE_STEP_TOKENS,
-                                keys=[tuple(p.ids) for p in placements]):
-        got = _answer_pass([engines[i] for i in group], [placements[i] for i in group],
-                           [targets[i] for i in group], max_new_tokens)
-        for i, a in zip(group, got):
-            out[i] = a
+    classes: dict = {}  # rows that can share a head (companion.prefix) share passes
+    for i, p in enumerate(placements):
+        classes.setdefault(head_class(p), []).append(i)
+    for idx in classes.values():
+        for group in rows_by_length([placements[i].prompt_len for i in idx],
+                                    per_pass=max_new_tokens * DECODE_STEP_TOKENS,
+                                    keys=[tuple(placements[i].ids) for i in idx]):
+            rows = [idx[g] for g in group]
+            got = _answer_pass([engines[i] for i in rows], [placements[i] for i in rows],
+                               [targets[i] for i in rows], max_new_tokens)
+            for i, a in zip(rows, got):
+                out[i] = a
     return out

@@ -84,12 +84,14 @@ def _from_block(model, depth: int):
 
 
 def upper(model, hidden: torch.Tensor, mask: torch.Tensor, depth: int, *, positions: torch.Tensor | None = None,
-          use_cache: bool = False, keep: int | None = None):
+          use_cache: bool = False, keep: int | None = None, cache=None):
     """The model's output (logits, cache) with blocks depth+1.. run on hidden_states[depth] [B, W, H].
-    A cache it returns holds only those blocks' keys and values (see with_lower)."""
+    A cache it returns holds only those blocks' new keys and values (see with_lower); a given cache
+    (a shared head's, companion.prefix) is what every block's attention sees before them."""
     kw = {"logits_to_keep": keep} if keep else {}
     with _from_block(model, depth):
-        return model(inputs_embeds=hidden, attention_mask=mask, position_ids=positions, use_cache=use_cache, **kw)
+        return model(inputs_embeds=hidden, attention_mask=mask, position_ids=positions,
+                     use_cache=use_cache or cache is not None, **kw, **_cache_kw(model, cache))
 
 
 def fresh_cache(model):
@@ -100,11 +102,13 @@ def fresh_cache(model):
 
 
 def with_lower(cache, lower_cache, rows: list[int], depth: int):
-    """Fill `cache`'s blocks 1..depth with `lower_cache`'s keys and values, row i taken from rows[i]."""
+    """Set `cache`'s blocks 1..depth to `lower_cache`'s keys and values, row i taken from rows[i]
+    (whatever those blocks held, e.g. a shared head that lower_cache holds too, is replaced)."""
     index = torch.tensor(rows)
     for i in range(depth):
-        src = lower_cache.layers[i]
-        cache.layers[i].update(src.keys[index.to(src.keys.device)], src.values[index.to(src.values.device)])
+        src, dst = lower_cache.layers[i], cache.layers[i]
+        dst.crop(-dst.get_seq_length())
+        dst.update(src.keys[index.to(src.keys.device)], src.values[index.to(src.values.device)])
     return cache
 
 

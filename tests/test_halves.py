@@ -75,10 +75,17 @@ def lower_calls(monkeypatch):
     return calls
 
 
-def test_absorb_rows_sharing_a_lower_half_equal_absorb(tiny_lm, lower_calls):
+@pytest.mark.parametrize("recipes", [LAYER_RECIPES, LAYER_RECIPES[1:]], ids=["with-deep-framed", "surprise-only"])
+def test_absorb_rows_sharing_a_lower_half_equal_absorb(tiny_lm, lower_calls, recipes, monkeypatch):
+    """deep-framed needs no output layer: it takes the shared lower half and skips the upper one."""
+    import companion.batch as B
     from companion.batch import absorb_rows
 
-    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in LAYER_RECIPES]
+    upper_rows, real_upper = [], B.upper
+    monkeypatch.setattr(B, "upper", lambda model, hidden, *a, **k: upper_rows.append(hidden.shape[0])
+                        or real_upper(model, hidden, *a, **k))
+
+    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in recipes]
     torch.manual_seed(5)
     turns = [("my sister Nadia lives in Kyoto", "Got it."), ("and the bees?", "They are fine.")]
     rows = [(e, torch.randn(4, e.width).abs(), t) for t in turns for e in engines]  # one turn, four engrams
@@ -86,8 +93,8 @@ def test_absorb_rows_sharing_a_lower_half_equal_absorb(tiny_lm, lower_calls):
     for (e, engram, (u, r)), (new, states) in zip(rows, got):
         assert torch.allclose(new, e.absorb(engram, u, r).engram, atol=1e-5, rtol=1e-4), e.config.recipe
         assert torch.allclose(states, e.turn_states(engram, u, r), atol=1e-5, rtol=1e-4), e.config.recipe
-    surprise_rows = sum(e.writer.needs_surprise for e, _, _ in rows)
-    assert lower_calls and sum(lower_calls) < surprise_rows  # the two turns' lower halves ran once each
+    assert lower_calls == [2]  # one pass; the two turns' lower halves ran once each
+    assert upper_rows == [2 * sum(e.writer.needs_surprise for e in engines)]
 
 
 def test_answer_rows_sharing_a_lower_half_equal_run_turn_and_answer_nll(tiny_lm, lower_calls):
@@ -106,4 +113,5 @@ def test_answer_rows_sharing_a_lower_half_equal_run_turn_and_answer_nll(tiny_lm,
         assert a.reply == e.run_turn(engram, text, max_new_tokens=5, repetition_penalty=1.0, update=False).reply
         total, n = a.target_nll
         assert total / n == pytest.approx(nll_one(e, engram, text, answer)["nll"], abs=1e-4)
-    assert lower_calls == [2 + 2 * 2]  # two texts under the layer recipes, and seed's four input-depth rows
+    # two texts under the layer recipes; seed's rows (engram first, no shared head) run whole in a pass of their own
+    assert lower_calls == [2]
