@@ -12,6 +12,7 @@ follows it.
     head_class(placement)            rows of one class can share a head (passes are grouped by it)
     run_head(model, embeds, layer)   [1, P, H] -> (its KV cache, hidden_states[layer] [1, P, H] or None)
     cache_for(head, rows)            a new cache holding the head's keys and values for `rows` rows
+    without_heads()                  context: no head is shared (the benchmark's baseline)
 
     >>> from types import SimpleNamespace as P
     >>> common_head([P(ids=list(range(20)), slots=[12]), P(ids=list(range(15)) + [99], slots=[])])
@@ -23,6 +24,7 @@ follows it.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 
@@ -38,6 +40,8 @@ def _plain(p) -> int:
 def common_head(placements, *, limit: int | None = None) -> int:
     """The number of leading ids every row has in common, before any row's first slot and leaving
     each row at least one id of its own (limit: at most this many); 0 when under MIN_HEAD."""
+    if _OFF[-1]:
+        return 0
     n = min(min(len(p.ids) - 1, _plain(p)) for p in placements)
     if limit is not None:
         n = min(n, limit)
@@ -48,6 +52,19 @@ def common_head(placements, *, limit: int | None = None) -> int:
             i += 1
         n = i
     return n if n >= MIN_HEAD else 0
+
+
+_OFF = [False]
+
+
+@contextmanager
+def without_heads():
+    """Within it, `common_head` says 0: every row runs its head itself (the benchmark's baseline)."""
+    _OFF.append(True)
+    try:
+        yield
+    finally:
+        _OFF.pop()
 
 
 def head_class(p):

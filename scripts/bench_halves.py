@@ -1,14 +1,17 @@
-"""Benchmark: batched turns and asks of several recipes, the lower half shared vs whole passes.
+"""Benchmark: batched turns and asks of several recipes, with and without what their rows share.
 
     python scripts/bench_halves.py --out runs/bench_halves.json
+    python scripts/bench_halves.py --recipes all --out runs/bench_halves_all.json
 
 Layer-L readers leave blocks 1..L blind to the engram, so rows with the same
-text share them (companion.halves). This lives --sessions sessions for --turns
+text share them (companion.halves); rows that open alike share the head they
+open with (companion.prefix). This lives --sessions sessions for --turns
 turns under every recipe (one absorb_rows call a turn, as the harness and
 LoCoMo replay do), then asks each session a question with its own and with
 another session's engram (one answer_rows call, as the harness's checkpoints
-do), once with whole passes and once sharing, in one process; it prints the
-time of each and checks both gave the same engrams and replies.
+do), three times in one process: whole passes, the lower half shared, and
+the lower half and the head shared; it prints the time of each and checks
+all three gave the same engrams and replies.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from companion import EngramConfig, Engine, load_model
 from companion.batch import absorb_rows, answer_rows
 from companion.benchmarks import user_lines, write_json
 from companion.halves import whole_passes
+from companion.prefix import without_heads
+from companion.recipes import recipe_names
 from companion.settings import cache_dir
 
 LAYER_RECIPES = ["deep-framed", "select-deep", "select-sticky", "select-words", "select-context", "select-fade",
@@ -52,7 +57,7 @@ def live_and_ask(engines: list[Engine], sessions: int, turns: int, seed: int, ma
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
-    p.add_argument("--recipes", nargs="+", default=LAYER_RECIPES)
+    p.add_argument("--recipes", nargs="+", default=LAYER_RECIPES, help="recipe names, or 'all'")
     p.add_argument("--sessions", type=int, default=6)
     p.add_argument("--turns", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=16)
@@ -63,23 +68,30 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = load_model(args.model, cache_root=cache_dir())
-    engines = [Engine(lm, EngramConfig(recipe=r)) for r in args.recipes]
-    live_and_ask(engines, 2, 1, args.seed, 2)  # warm-up: first-call allocations out of both timings
-    with whole_passes():
-        whole = live_and_ask(engines, args.sessions, args.turns, args.seed, args.max_new_tokens)
-    shared = live_and_ask(engines, args.sessions, args.turns, args.seed, args.max_new_tokens)
-    diff = max(float((a - b).abs().max()) for ea, eb in zip(whole["engrams"], shared["engrams"])
+    recipes = recipe_names() if args.recipes == ["all"] else args.recipes
+    engines = [Engine(lm, EngramConfig(recipe=r)) for r in recipes]
+    live_and_ask(engines, 2, 1, args.seed, 2)  # warm-up: first-call allocations out of every timing
+    runs = {}
+    with without_heads():
+        with whole_passes():
+            runs["whole"] = live_and_ask(engines, args.sessions, args.turns, args.seed, args.max_new_tokens)
+        runs["halves"] = live_and_ask(engines, args.sessions, args.turns, args.seed, args.max_new_tokens)
+    runs["halves+head"] = live_and_ask(engines, args.sessions, args.turns, args.seed, args.max_new_tokens)
+    base = runs["whole"]
+    diff = max(float((a - b).abs().max()) for run in runs.values() for ea, eb in zip(base["engrams"], run["engrams"])
                for a, b in zip(ea, eb))
-    same = sum(a == b for a, b in zip(whole["replies"], shared["replies"])) / len(whole["replies"])
-    r = {"recipes": args.recipes, "sessions": args.sessions, "turns": args.turns, "threads": torch.get_num_threads(),
-         "whole": {k: round(whole[k], 2) for k in ("lived_s", "asked_s")},
-         "shared": {k: round(shared[k], 2) for k in ("lived_s", "asked_s")},
-         "lived_speedup": whole["lived_s"] / shared["lived_s"], "asked_speedup": whole["asked_s"] / shared["asked_s"],
+    same = min(sum(a == b for a, b in zip(base["replies"], run["replies"])) / len(base["replies"])
+               for run in runs.values())
+    r = {"recipes": recipes, "sessions": args.sessions, "turns": args.turns, "threads": torch.get_num_threads(),
+         **{name: {k: round(run[k], 2) for k in ("lived_s", "asked_s")} for name, run in runs.items()},
+         "speedup": {name: {"lived": base["lived_s"] / run["lived_s"], "asked": base["asked_s"] / run["asked_s"]}
+                     for name, run in runs.items() if name != "whole"},
          "max_engram_abs_diff": diff, "same_reply_fraction": same}
-    print(f"{len(engines)} recipes x {args.sessions} sessions: lived {args.turns} turns in "
-          f"{whole['lived_s']:.1f} s whole, {shared['lived_s']:.1f} s shared ({r['lived_speedup']:.2f}x); "
-          f"asked {len(whole['replies'])} rows in {whole['asked_s']:.1f} s whole, {shared['asked_s']:.1f} s shared "
-          f"({r['asked_speedup']:.2f}x); engrams differ by at most {diff:.2e}, identical replies {same:.1%}")
+    print(f"{len(engines)} recipes x {args.sessions} sessions, {args.turns} turns lived, {len(base['replies'])} asks:")
+    for name, run in runs.items():
+        print(f"  {name:12s} lived {run['lived_s']:6.1f} s ({base['lived_s'] / run['lived_s']:.2f}x)  "
+              f"asked {run['asked_s']:6.1f} s ({base['asked_s'] / run['asked_s']:.2f}x)")
+    print(f"engrams differ by at most {diff:.2e}; identical replies {same:.1%}")
     write_json(args.out, r)
     return 0
 

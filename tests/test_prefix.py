@@ -67,8 +67,8 @@ def test_absorb_rows_with_a_shared_head_equal_rows_without(engines, monkeypatch)
     got = B.absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
     assert heads and min(heads) >= prefix.MIN_HEAD
     n_heads = len(heads)
-    monkeypatch.setattr(prefix, "MIN_HEAD", 10**6)  # no head is ever worth it: every row runs whole
-    alone = B.absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    with prefix.without_heads():  # every row runs its head itself
+        alone = B.absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
     assert len(heads) == n_heads
     for (e, _, _), (new, states), (new0, states0) in zip(rows, got, alone):
         assert torch.allclose(states, states0, atol=1e-5, rtol=1e-4), e.config.recipe
@@ -85,9 +85,9 @@ def test_answer_rows_with_a_shared_head_equal_rows_without(engines, monkeypatch)
                         targets=[target] * len(rows))
     assert heads and min(heads) >= prefix.MIN_HEAD
     n_heads = len(heads)
-    monkeypatch.setattr(prefix, "MIN_HEAD", 10**6)
-    alone = B.answer_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], max_new_tokens=5,
-                          targets=[target] * len(rows))
+    with prefix.without_heads():
+        alone = B.answer_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], max_new_tokens=5,
+                              targets=[target] * len(rows))
     assert len(heads) == n_heads
     for (e, _, _), a, b in zip(rows, got, alone):
         assert a.reply == b.reply, e.config.recipe
