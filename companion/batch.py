@@ -43,11 +43,16 @@ def _engines(engines, n: int) -> list[Engine]:
     return engines
 
 
-def _padded(engines: list[Engine], placements: list[Placement], *, left: bool, head: int = 0):
-    """[B, W, H] embeddings of each row after its first `head` ids (the head every row shares, run
-    apart: companion.prefix), the [B, head + W] mask, each row's offset (slot s of a row sits at column
-    s + offset of the embeddings; left padding shifts a row right, behind the head) and the head's
-    embeddings [1, head, H]."""
+def _padded(engines: list[Engine], placements: list[Placement], *, left: bool):
+    """[B, W, H] embeddings, [B, W] mask and each row's offset (left padding shifts a row right)."""
+    return _padded_behind(engines, placements, left=left, head=0)[:3]
+
+
+def _padded_behind(engines: list[Engine], placements: list[Placement], *, left: bool, head: int):
+    """_padded for rows behind a head they share (run apart: companion.prefix): [B, W, H] embeddings
+    of each row after its first `head` ids, the [B, head + W] mask, each row's offset (slot s of a row
+    sits at column s + offset of the embeddings; left padding goes between the head and the row's
+    own ids) and the head's embeddings [1, head, H]."""
     rows = [e.embeds_of(p)[0] for e, p in zip(engines, placements)]
     width = max(r.shape[0] for r in rows) - head
     embeds = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
@@ -151,7 +156,7 @@ def _absorb_forward(engines: list[Engine], placements: list[Placement], start: i
     # layer to be a block's output (hidden_states[L] of the last block has the final norm applied).
     runs_head = needs_logits or 0 < layer < model.config.num_hidden_layers
     head = common_head(placements, limit=start) if runs_head else 0
-    embeds, mask, offsets, head_embeds = _padded(engines, placements, left=False, head=head)
+    embeds, mask, offsets, head_embeds = _padded_behind(engines, placements, left=False, head=head)
     head_cache, head_states = run_head(model, head_embeds, layer) if head else (None, None)
 
     def cache(rows: int):
@@ -287,7 +292,7 @@ def _answer_pass(engines: list[Engine], placements: list[Placement], targets: li
     # Every row's next token at one column: rows are padded on the left, behind the head they share
     # (companion.prefix), which runs once.
     head = common_head(placements)
-    embeds, mask, offsets, head_embeds = _padded(engines, placements, left=True, head=head)
+    embeds, mask, offsets, head_embeds = _padded_behind(engines, placements, left=True, head=head)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
     head_cache = run_head(model, head_embeds)[0] if head else None
 
