@@ -9,6 +9,7 @@ and values are copied into each row's cache, and the rows run only what
 follows it.
 
     common_head(placements, limit)   how many leading ids all rows share (0: too few to bother)
+    common_prefix(id_lists)          the longest shared prefix of token id lists
     head_class(placement)            rows of one class can share a head (passes are grouped by it)
     run_head(model, embeds, layer)   [1, P, H] -> (its KV cache, hidden_states[layer] [1, P, H] or None)
     cache_for(head, rows)            a new cache holding the head's keys and values for `rows` rows
@@ -42,16 +43,26 @@ def common_head(placements, *, limit: int | None = None) -> int:
     each row at least one id of its own (limit: at most this many); 0 when under MIN_HEAD."""
     if _OFF[-1]:
         return 0
-    n = min(min(len(p.ids) - 1, _plain(p)) for p in placements)
+    n = min(common_prefix([p.ids for p in placements]), min(_plain(p) for p in placements))
     if limit is not None:
         n = min(n, limit)
-    first = placements[0].ids
-    for p in placements[1:]:
-        i = 0
-        while i < n and p.ids[i] == first[i]:
-            i += 1
-        n = i
     return n if n >= MIN_HEAD else 0
+
+
+def common_prefix(id_lists: list[list[int]]) -> int:
+    """Length of the longest shared prefix, leaving every row at least one token of its own.
+
+    >>> common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    """
+    n = min(len(ids) for ids in id_lists) - 1
+    first = id_lists[0]
+    for ids in id_lists[1:]:
+        k = 0
+        while k < n and ids[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
 
 
 _OFF = [False]

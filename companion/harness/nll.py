@@ -102,7 +102,7 @@ def nll_many(engine, engrams: list, texts: list[str], answers: list[str]) -> lis
 def nll_shared(engine, texts: list[str], answers: list[str]) -> list[dict]:
     """nll_one (no engram) for texts sharing a long prefix: the prefix's KV cache is built once and
     cropped back after each row, as locomo.prefix.answer_shared does for replies."""
-    from ..locomo.prefix import common_prefix
+    from ..prefix import common_prefix
 
     out: list[dict | None] = [None] * len(texts)
     todo = []

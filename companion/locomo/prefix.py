@@ -14,18 +14,7 @@ import torch
 
 from .. import engram as E
 from ..cycle import _cache_of, chat_ids, end_id
-
-
-def common_prefix(id_lists: list[list[int]]) -> int:
-    """Length of the longest shared prefix, leaving every row at least one token of its own."""
-    n = min(len(ids) for ids in id_lists) - 1
-    first = id_lists[0]
-    for ids in id_lists[1:]:
-        k = 0
-        while k < n and ids[k] == first[k]:
-            k += 1
-        n = k
-    return max(n, 0)
+from ..prefix import common_prefix
 
 
 @torch.inference_mode()
