@@ -152,6 +152,10 @@ def _absorb_forward(engines: list[Engine], placements: list[Placement], start: i
     (the others' are zeros) when the rows share their lower half."""
     model, layer = engines[0].model, engines[0].config.layer
     needs_logits = any(surprise)
+    shared = _sharing(engines, placements) if needs_logits else None
+    shares_lower = shared is not None and shared[0] == layer
+    if needs_logits and not all(surprise) and not shares_lower:  # the rows that stop at the layer go apart
+        return _absorb_apart(engines, placements, start, surprise)
     # A shared head stops short of the logits and, for a pass that stops at the layer, needs the
     # layer to be a block's output (hidden_states[L] of the last block has the final norm applied).
     runs_head = needs_logits or 0 < layer < model.config.num_hidden_layers
@@ -162,9 +166,8 @@ def _absorb_forward(engines: list[Engine], placements: list[Placement], start: i
     def cache(rows: int):
         return cache_for(head_cache, rows) if head else None
 
-    shared = _sharing(engines, placements) if needs_logits else None
     keep = head + embeds.shape[1] - start
-    if shared is not None and shared[0] == layer:  # the turn's own states come from the shared half
+    if shares_lower:  # the turn's own states come from the shared half
         _, rows, inverse = shared
         states = lower(model, embeds[rows], mask[rows], layer, cache=cache(len(rows)))[inverse]
         up = [i for i, s in enumerate(surprise) if s]  # only these need blocks L+1.. and the output layer
@@ -174,8 +177,6 @@ def _absorb_forward(engines: list[Engine], placements: list[Placement], start: i
         if len(up) < len(surprise):
             logits = got.new_zeros((len(surprise), *got.shape[1:]))
             logits[up] = got
-    elif needs_logits and not all(surprise):  # nothing shared: the rows that stop at the layer go apart
-        return _absorb_apart(engines, placements, start, surprise)
     else:
         with _writing(engines, placements, offsets):
             if needs_logits:
