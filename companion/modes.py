@@ -6,8 +6,9 @@ decides which engram is injected and which text goes before the question.
 A mode *kind* is one of KINDS. The engram kinds (engram, foreign,
 engram+retrieval) depend on the recipe that wrote the engram, so a run over
 several recipes has one row per kind and recipe, named `kind:recipe`
-(`engram:seed`, `foreign:select-deep`); the text kinds (none, transcript,
-recent, retrieval) hold no engram and are one row each (`mode_rows`).
+(`engram:seed`, `foreign:select-deep`; engram+retrieval only for the recipes
+chosen, `retrieval_choice`); the text kinds (none, transcript, recent,
+retrieval) hold no engram and are one row each (`mode_rows`).
 
     mode.prompt(memory, question, foreign) -> Prompt(engram, context)
 """
@@ -139,13 +140,48 @@ def recipe_list(names) -> list[str]:
     return out
 
 
-def mode_rows(kinds, recipes) -> list[Row]:
-    """The report rows of these kinds over these recipes, kinds in KINDS order, recipes as given."""
+def retrieval_choice(names, recipes: list[str]) -> list[str] | None:
+    """The recipes a run asks through engram+retrieval, from a command line's names (None: not given,
+    which means the product's default recipe if it is compared, else the first); None when that is
+    every compared recipe (as before the choice existed).
+
+    >>> retrieval_choice(None, ["seed", "select-sticky", "deep"])
+    ['select-sticky']
+    >>> retrieval_choice(None, ["seed", "deep"]), retrieval_choice(["all"], ["seed", "deep"])
+    (['seed'], None)
+    """
+    from .recipes import DEFAULT
+
+    if names is None:
+        chosen = [DEFAULT] if DEFAULT in recipes else list(recipes[:1])
+    elif "all" in names:
+        return None
+    else:
+        chosen = recipe_list(names)
+        if missing := [r for r in chosen if r not in recipes]:
+            raise ValueError(f"--retrieval-recipes {' '.join(missing)}: not among the compared recipes")
+    return None if set(chosen) == set(recipes) else chosen
+
+
+def mode_rows(kinds, recipes, *, retrieval_recipes=None) -> list[Row]:
+    """The report rows of these kinds over these recipes, kinds in KINDS order, recipes as given.
+    retrieval_recipes: the recipes that get an engram+retrieval row (None: every one).
+
+    >>> [r.name for r in mode_rows(["engram", "engram+retrieval", "none"], ["seed", "deep"],
+    ...                            retrieval_recipes=["deep"])]
+    ['engram:seed', 'engram:deep', 'none', 'engram+retrieval:deep']
+    """
     wanted = set(canonical_kinds(kinds))
     rows = []
     for kind in KINDS:
-        if kind in wanted:
-            rows += ([Row(f"{kind}:{r}", kind, r) for r in recipes] if kind in ENGRAM_KINDS else [Row(kind, kind)])
+        if kind not in wanted:
+            continue
+        if kind not in ENGRAM_KINDS:
+            rows.append(Row(kind, kind))
+            continue
+        mine = recipes if kind != "engram+retrieval" or retrieval_recipes is None else \
+            [r for r in recipes if r in retrieval_recipes]
+        rows += [Row(f"{kind}:{r}", kind, r) for r in mine]
     return rows
 
 

@@ -8,9 +8,10 @@
     python scripts/degradation.py --quick --recipes all --reuse runs/dq-all --out runs/dq-all2  # a recipe added
 
 Every recipe gets its own engine over the one loaded model and lives each trial
-itself; the report has rows engram:<recipe>, foreign:<recipe> and
-engram+retrieval:<recipe> per recipe beside the recipe-free text modes, and for
-every row and k the recall and the teacher-forced NLL of the correct answer.
+itself; the report has rows engram:<recipe> and foreign:<recipe> per recipe
+beside the recipe-free text modes, engram+retrieval:<recipe> for the product's
+default recipe (or the first; --retrieval-recipes NAME... | all to choose), and
+for every row and k the recall and the teacher-forced NLL of the correct answer.
 Interrupted runs resume from DIR/trials.jsonl (same recipes and settings only).
 Outputs: results.json, recall.md, recall.png, nll.png, diagnostics.png.
 """
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--recipes", nargs="+", default=None, metavar="NAME",
                        help="recipes to compare in one run, or 'all' (default: seed); the first answers the text modes")
     which.add_argument("--recipe", default=None, metavar="NAME", help="one recipe (same as --recipes NAME)")
+    p.add_argument("--retrieval-recipes", nargs="+", default=None, metavar="NAME",
+                   help="recipes that get an engram+retrieval row, or 'all' (default: the product's default "
+                        "recipe when it is compared, else the first; those rows are the longest prompts to ask)")
     p.add_argument("--no-nll", action="store_true", help="skip the teacher-forced answer NLL (saves a forward per ask)")
     p.add_argument("--quick", action="store_true", help="the quick profile (under 10 min on 2 CPU cores)")
     p.add_argument("--data", default=None, help="LoCoMo folder for distractors, or 'generated'")
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from companion import EngramConfig, Engine, load_model
     from companion.harness import DistractorPool, HarnessError, RunSettings, run
-    from companion.modes import recipe_list
+    from companion.modes import recipe_list, retrieval_choice
     from companion.settings import cache_dir
 
     profile = QUICK if args.quick else FULL
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipes = recipe_list([args.recipe] if args.recipe else (args.recipes or ["seed"]))
         settings = RunSettings(seed=args.seed, cycles=cycles, modes=args.modes, max_new_tokens=args.max_new_tokens,
-                               context_chars=args.context_chars, nll=not args.no_nll, warmup=args.warmup)
+                               context_chars=args.context_chars, nll=not args.no_nll, warmup=args.warmup,
+                               retrieval_recipes=retrieval_choice(args.retrieval_recipes, recipes))
         configs = [EngramConfig(**shape, recipe=r) for r in recipes]  # refuses a bad layer before the load
         pool = DistractorPool.load(args.data)
         lm = load_model(args.model, cache_root=cache_dir())

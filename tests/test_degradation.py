@@ -200,6 +200,25 @@ def test_two_recipes_in_one_run_have_their_own_rows_and_batch_equals_one_at_a_ti
     _same_records(one, many)
 
 
+def test_engram_plus_retrieval_rows_only_for_the_chosen_recipes(tiny_lm, pool, tmp_path):
+    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "select-deep")]
+    kw = dict(seed=2, cycles=[0, 1], modes=["engram", "retrieval", "engram+retrieval"], max_new_tokens=3)
+    every = run(engines, RunSettings(**kw), 2, tmp_path / "every", pool=pool, progress=False, batch=2)
+    some = run(engines, RunSettings(**kw, retrieval_recipes=["select-deep"]), 2, tmp_path / "some", pool=pool,
+               progress=False, batch=2)
+    assert list(every["recall"]) == ["engram:seed", "engram:select-deep", "retrieval",
+                                     "engram+retrieval:seed", "engram+retrieval:select-deep"]
+    assert list(some["recall"]) == ["engram:seed", "engram:select-deep", "retrieval", "engram+retrieval:select-deep"]
+    assert some["settings"]["retrieval_recipes"] == ["select-deep"] and "retrieval_recipes" not in every["settings"]
+    for a, b in zip(every["per_trial"], some["per_trial"]):  # leaving rows out changes none of the others
+        for pa, pb in zip(a["probes"], b["probes"]):
+            for row, ans in pb["answers"].items():
+                assert ans["reply"] == pa["answers"][row]["reply"]
+                assert ans["nll"] == pytest.approx(pa["answers"][row]["nll"], abs=1e-4)
+    # without the mode there is nothing to choose: the settings stay those of a run before the option
+    assert RunSettings(modes=["engram"], retrieval_recipes=["seed"]).retrieval_recipes is None
+
+
 def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_records(tiny_lm, pool, tmp_path,
                                                                                     monkeypatch):
     """Rows of recipes at both depths, with and without surprise, answered and lived in shared passes."""
@@ -367,3 +386,18 @@ def test_recipe_table_known_answer():
     assert lines[2] == ("| a | 0/4 [0–50] | 1/4 [10–50] | 2/4 [20–50] | 3/4 [30–50] | 2.00 [1.50–2.50] | "
                         "2.00 [1.50–2.50] | 2.00 [1.50–2.50] | 2.00 [1.50–2.50] | 1/16; 6.00 / 6.50 |")
     assert lines[3] == "| *none* | 0/4 [0–40] | 0/4 [0–40] | 0/4 [0–40] | 0/4 [0–40] | – | – | – | – | – |"
+
+
+def test_retrieval_choice_defaults_to_the_product_recipe_and_refuses_one_not_compared():
+    from companion.modes import retrieval_choice
+    from companion.recipes import DEFAULT, recipe_names
+
+    every = recipe_names()
+    assert retrieval_choice(None, every) == [DEFAULT]
+    assert retrieval_choice(None, ["seed", "deep"]) == ["seed"]
+    assert retrieval_choice(None, ["seed"]) is None  # a one-recipe run: every recipe, as before
+    assert retrieval_choice(["all"], every) is None
+    assert retrieval_choice(["deep", "seed"], ["seed", "deep"]) is None
+    assert retrieval_choice(["deep"], ["seed", "deep", "sink"]) == ["deep"]
+    with pytest.raises(ValueError, match="not among the compared"):
+        retrieval_choice(["sink"], ["seed", "deep"])

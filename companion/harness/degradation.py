@@ -6,7 +6,7 @@ same engram update as a live session; only the reply is scripted, so a turn is
 one forward pass), once per recipe under test: each recipe has its own Engine
 over the one loaded model and its own Memory. At each checkpoint k (k
 distractor turns after the fact; k=0 is right after it) every mode row
-(modes.mode_rows: engram:<recipe>, foreign:<recipe>, engram+retrieval:<recipe>,
+(modes.mode_rows: engram:<recipe>, foreign:<recipe>, engram+retrieval:<recipe> of the chosen recipes,
 and the recipe-free text modes) is asked the question through
 companion.modes.ask, and the teacher-forced NLL of the correct answer under the
 same prompt is recorded (harness.nll); the question turn is never kept. An
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..modes import engines_by_recipe, mode_rows
+from ..modes import engines_by_recipe
 from .distractors import DistractorPool
 from .reuse import load_reuse
 from .summary import code_version
@@ -61,8 +61,9 @@ def _identity(engines: dict, settings: RunSettings, pool: DistractorPool) -> dic
 
 def _settings(settings: RunSettings) -> dict:
     d = asdict(settings)
-    if not d["warmup"]:  # runs from before the option existed stay resumable and reusable
-        del d["warmup"]
+    for key in ("warmup", "retrieval_recipes"):  # runs from before these options stay resumable and reusable
+        if d[key] in (0, None):
+            del d[key]
     return d
 
 
@@ -117,18 +118,18 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
     log = out / "trials.jsonl"
     done = _read_trials(log)
     todo = [i for i in range(trials) if i not in done]
-    rows = mode_rows(settings.modes, list(engines))
+    rows = settings.rows(list(engines))
     plan = load_reuse(reuse, identity) if reuse is not None else None
     parts = _parts(todo, engines, settings, pool, plan)
     started = time.perf_counter()
     version = code_version()  # at the start: the code that ran, not whatever is checked out at the end
-    with tqdm(total=sum(len(ids) * len(s.cycles) * len(mode_rows(s.modes, list(e))) for ids, e, s, _ in parts),
+    with tqdm(total=sum(len(ids) * len(s.cycles) * len(s.rows(list(e))) for ids, e, s, _ in parts),
               desc="degradation", unit="ask", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for ids, engs, sets, source in parts:
             for start in range(0, len(ids), max(1, batch)):
                 group = ids[start:start + max(1, batch)]
                 bar.set_postfix_str(f"trials {group[0] + 1}-{group[-1] + 1}/{trials}")
-                if not engs or not mode_rows(sets.modes, list(engs)):  # everything is reused
+                if not engs or not sets.rows(list(engs)):  # everything is reused
                     records = [None] * len(group)
                 elif len(group) == 1:
                     records = [Trial(engs, sets, pool, group[0]).run(on_ask=lambda: bar.update(1))]

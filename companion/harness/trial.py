@@ -52,6 +52,13 @@ class RunSettings:
     # Distractor turns lived before the fact (0: the fact opens the session). With a warm-up the fact
     # arrives when the engram is already full, as a fact told mid-conversation does.
     warmup: int = 0
+    # The recipes asked through engram+retrieval (None: every recipe). Those rows hold the longest
+    # prompts of a many-recipe comparison and none has moved a recipe off retrieval alone.
+    retrieval_recipes: list[str] | None = None
+
+    def rows(self, recipes) -> list[Row]:
+        """The report rows of these settings over these recipes (modes.mode_rows)."""
+        return mode_rows(self.modes, recipes, retrieval_recipes=self.retrieval_recipes)
 
     def __post_init__(self):
         self.cycles = sorted(set(int(k) for k in self.cycles))
@@ -63,6 +70,8 @@ class RunSettings:
             self.modes = canonical_kinds(self.modes)  # old names (seed-engram) become kinds (engram)
         except ValueError as exc:
             raise HarnessError(str(exc)) from None
+        if "engram+retrieval" not in self.modes:
+            self.retrieval_recipes = None
 
 
 def _turns(settings: RunSettings, pool: DistractorPool, index: int) -> tuple[list, list]:
@@ -104,7 +113,7 @@ class Trial:
         self.context_chars = max(200, min(settings.context_chars, budget))
         self.modes = make_modes(context_chars=self.context_chars, recent_turns=settings.recent_turns,
                                 top_k=settings.top_k)
-        self.rows = mode_rows(settings.modes, self.recipes)
+        self.rows = settings.rows(self.recipes)
         self._asked: dict[tuple, tuple[str, dict]] = {}  # prompt key -> (where first asked, answer)
 
     def recipe_of(self, row: Row) -> str:
