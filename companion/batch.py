@@ -15,9 +15,10 @@ gets its rows written there, so recipes of any depth share a pass.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -98,6 +99,17 @@ def _sharing(engines: list[Engine], placements: list[Placement]) -> tuple[int, l
         return None
     depth = depths.pop()
     return (depth, rows, inverse) if splits(engines[0].model, depth) else None
+
+
+def row_key(engine: Engine, p: Placement) -> tuple:
+    """What a row's forward depends on beyond the shared model: its ids and where which vectors are
+    written. Rows of different recipes with one key (say, two select writers that kept the same
+    states) are the same row: it runs once."""
+    if p.vectors is None or not p.slots:
+        return tuple(p.ids), None
+    v = p.vectors.detach().float().cpu().contiguous()
+    digest = hashlib.blake2b(v.numpy().tobytes(), digest_size=16).digest()
+    return tuple(p.ids), tuple(p.slots), p.depth, engine.reader.depth_is_layer, tuple(v.shape), digest
 
 
 def forward_keeping(model, keep: int, **kw):
@@ -220,13 +232,10 @@ def _absorb_pass(engines: list[Engine], placements: list[Placement], engrams: li
     # Writers only weigh the turn's own tokens, so logits start where the earliest turn does: the
     # output layer (49k x H) is a fifth of a token's compute, and the slots and frame come first.
     start = max(0, min(p.content for p in placements) - 1)
-    # Before any engram every reader lays a turn out as the plain chat: one session's first turn
-    # under every recipe is one row.
-    if all(p.vectors is None for p in placements):
-        rows, inverse = distinct([tuple(p.ids) for p in placements])
-        sur = [any(s for s, j in zip(surprise, inverse) if j == k) for k in range(len(rows))]
-    else:
-        rows, inverse, sur = list(range(len(placements))), None, surprise
+    # Rows with one key run once (before any engram every reader lays a turn out as the plain chat,
+    # so one session's first turn under every recipe is one row); the writers then differ.
+    rows, inverse = distinct([row_key(e, p) for e, p in zip(engines, placements)])
+    sur = [any(s for s, j in zip(surprise, inverse) if j == k) for k in range(len(rows))]
     states, logits = _absorb_forward([engines[i] for i in rows], [placements[i] for i in rows], start, sur)
     if len(rows) < len(placements):
         states = states[inverse]
@@ -372,9 +381,10 @@ def answer_rows(engines: list[Engine], engrams: list, texts: list[str], *, max_n
         e.check_fits(eng, chat_ids(e.tokenizer, t), max(max_new_tokens, len(tgt or [])))
     placements = [e.place(eng, t) for e, eng, t in zip(engines, engrams, texts)]
     out: list = [None] * len(texts)
+    firsts, inverse = distinct([(row_key(e, p), tuple(t or ())) for e, p, t in zip(engines, placements, targets)])
     classes: dict = {}  # rows that can share a head (companion.prefix) share passes
-    for i, p in enumerate(placements):
-        classes.setdefault(head_class(p), []).append(i)
+    for i in firsts:
+        classes.setdefault(head_class(placements[i]), []).append(i)
     for idx in classes.values():
         for group in rows_by_length([placements[i].prompt_len for i in idx],
                                     per_pass=max_new_tokens * DECODE_STEP_TOKENS,
@@ -384,4 +394,7 @@ def answer_rows(engines: list[Engine], engrams: list, texts: list[str], *, max_n
                                [targets[i] for i in rows], max_new_tokens)
             for i, a in zip(rows, got):
                 out[i] = a
+    for i, j in enumerate(inverse):  # a repeated row: its first's reply, asked no second time
+        if out[i] is None:
+            out[i] = replace(out[firsts[j]], seconds=0.0)
     return out

@@ -89,6 +89,37 @@ def test_absorb_rows_of_several_recipes_equal_absorb_and_turn_states(mixed_engin
     assert any({"deep-framed", "select-deep"} <= set(p) and not any(f) for p, f in zip(passes, firsts))
 
 
+def test_rows_with_the_same_engram_and_reader_run_once_and_each_writer_writes_its_own(tiny_lm, monkeypatch):
+    from companion.batch import absorb_rows, answer_rows
+
+    import companion.batch as B
+
+    recipes = ["select-deep", "select-sticky", "select-words", "deep-framed"]  # one reader, four writers
+    engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in recipes]
+    torch.manual_seed(5)
+    same, other = torch.randn(4, engines[0].width), torch.randn(4, engines[3].width)
+    engrams = [same, same, same, other]
+    widths, real = [], B._absorb_forward
+
+    def spy(engs, placements, *args):
+        widths.append(len(placements))
+        return real(engs, placements, *args)
+
+    monkeypatch.setattr(B, "_absorb_forward", spy)
+    turn = ("my cat is called Ferdinand", "a fine name")
+    got = absorb_rows(engines, engrams, [turn] * 4)
+    assert sum(widths) == 2  # the three rows holding `same` are one row of the forward
+    for e, engram, (new, states) in zip(engines, engrams, got):
+        assert torch.allclose(new, e.absorb(engram, *turn).engram, atol=1e-5, rtol=1e-4), e.config.recipe
+        assert torch.allclose(states, e.turn_states(engram, *turn), atol=1e-5, rtol=1e-4), e.config.recipe
+    assert not torch.equal(got[0][0], got[1][0]) or not torch.equal(got[0][0], got[2][0])  # writers differ
+    passes = _spy(monkeypatch, "_answer_pass")
+    answers = answer_rows(engines, engrams, ["what is my cat called?"] * 4, max_new_tokens=3)
+    assert sum(map(len, passes)) == 2 and answers[1].reply == answers[0].reply == answers[2].reply
+    assert answers[3].reply == engines[3].run_turn(other, "what is my cat called?", max_new_tokens=3,
+                                                   repetition_penalty=1.0, update=False).reply
+
+
 def test_answer_rows_of_several_recipes_equal_run_turn_and_answer_nll(mixed_engines, monkeypatch):
     from companion.batch import answer_rows
     from companion.harness.nll import nll_one
@@ -112,8 +143,10 @@ def test_answer_rows_of_several_recipes_equal_run_turn_and_answer_nll(mixed_engi
             assert n == len(target)
             assert total / n == pytest.approx(nll_one(e, engram, text, answer)["nll"], abs=1e-4)
     # short prompts: one pass for the rows that open with the chat template (they share its head,
-    # companion.prefix), one for those whose engram comes first
-    assert sorted(map(set, passes), key=len) == [{"seed", "centred", "deep"}, set(MIXED)]
+    # companion.prefix), one for those whose engram comes first; a row without an engram is the same
+    # prompt under every recipe, asked once per target (by seed without one, by centred with one)
+    assert sorted(map(set, passes), key=len) == [{"seed", "centred", "deep"}, set(MIXED) - {"deep"}]
+    assert sum(map(len, passes)) == len(rows) - 4
 
 
 def test_rows_by_length_keeps_short_rows_apart_from_long_ones_and_within_budget():
