@@ -30,7 +30,7 @@ import torch
 
 from ..modes import engines_by_recipe
 from .distractors import DistractorPool
-from .reuse import load_reuse
+from .reuse import load_reuse, read_trials
 from .summary import code_version
 from .trial import ACK, FULL, QUICK, HarnessError, RunSettings, Trial  # noqa: F401  (re-exported)
 
@@ -38,18 +38,6 @@ from .trial import ACK, FULL, QUICK, HarnessError, RunSettings, Trial  # noqa: F
 # Runs whose foreign twins were sessions of their own (before this key) differ in every foreign row,
 # so their run.json lacks it and they are neither resumed nor reused by this code.
 FOREIGN_SESSION = "the own session of the next trial whose fact has another template"
-
-
-def _read_trials(path: Path) -> dict[int, dict]:
-    done = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                t = json.loads(line)
-                done[int(t["trial"])] = t
-            except (ValueError, KeyError, TypeError):
-                continue  # a line torn by an interrupted write: that trial runs again
-    return done
 
 
 def _identity(engines: dict, settings: RunSettings, pool: DistractorPool) -> dict:
@@ -116,7 +104,7 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
     identity = _identity(engines, settings, pool)
     _check_resume(out, identity)
     log = out / "trials.jsonl"
-    done = _read_trials(log)
+    done = read_trials(log)
     todo = [i for i in range(trials) if i not in done]
     rows = settings.rows(list(engines))
     plan = load_reuse(reuse, identity) if reuse is not None else None

@@ -25,6 +25,19 @@ from .trial import HarnessError, RunSettings
 SAME = ("model", "fingerprint", "distractors", "settings", "foreign_session")  # run.json keys that must match exactly
 
 
+def read_trials(path: Path) -> dict[int, dict]:
+    """trial index -> record of a run's trials.jsonl (none if it does not exist)."""
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                t = json.loads(line)
+                done[int(t["trial"])] = t
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by an interrupted write: that trial runs again
+    return done
+
+
 @dataclass
 class Reuse:
     source: Path
@@ -71,10 +84,8 @@ def load_reuse(source: str | Path, identity: dict) -> Reuse:
     if not old.get("recipes") or old["recipes"][0] != first:
         raise HarnessError(f"--reuse {source}: its text-mode rows were answered by recipe "
                            f"{(old.get('recipes') or ['?'])[0]!r}; list the same recipe first (now {first!r})")
-    from .degradation import _read_trials
-
     recipes = [r for r in identity["recipes"] if r in configs and configs[r] == identity["recipe_configs"][r]]
     version = None
     if (source / "results.json").is_file():
         version = json.loads((source / "results.json").read_text()).get("code_version")
-    return Reuse(source, version, recipes, _read_trials(source / "trials.jsonl"))
+    return Reuse(source, version, recipes, read_trials(source / "trials.jsonl"))
