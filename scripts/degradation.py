@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=None, help="engram vectors (default 32)")
     p.add_argument("--warmup", type=int, default=0, metavar="W",
                    help="distractor turns lived before the fact, so it arrives in a full engram (default 0)")
+    p.add_argument("--facts", default="harness", choices=["harness", "dev"],
+                   help="planted facts: the harness's 18 templates (reported), or 'dev': the training templates, "
+                        "for tuning a recipe without looking at the reported facts")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--context-chars", type=int, default=6000, help="budget of the text modes")
     p.add_argument("--threads", type=int, default=None,
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         recipes = recipe_list([args.recipe] if args.recipe else (args.recipes or ["seed"]))
         settings = RunSettings(seed=args.seed, cycles=cycles, modes=args.modes, max_new_tokens=args.max_new_tokens,
                                context_chars=args.context_chars, nll=not args.no_nll, warmup=args.warmup,
+                               facts=args.facts,
                                retrieval_recipes=retrieval_choice(args.retrieval_recipes, recipes))
         configs = [EngramConfig(**shape, recipe=r) for r in recipes]  # refuses a bad layer before the load
         pool = DistractorPool.load(args.data)

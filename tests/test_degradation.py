@@ -401,3 +401,21 @@ def test_retrieval_choice_defaults_to_the_product_recipe_and_refuses_one_not_com
     assert retrieval_choice(["deep"], ["seed", "deep", "sink"]) == ["deep"]
     with pytest.raises(ValueError, match="not among the compared"):
         retrieval_choice(["sink"], ["seed", "deep"])
+
+
+def test_dev_facts_come_from_the_training_templates_and_never_the_harness_ones(engine, pool, tmp_path):
+    from companion.harness.facts import TEMPLATES, facts_for
+    from companion.training.facts import TRAIN_TEMPLATES
+
+    harness, dev = {t[0] for t in TEMPLATES}, {t[0] for t in TRAIN_TEMPLATES}
+    got = [facts_for(0, i, "dev") for i in range(40)]
+    assert all(f.template in dev and g.template in dev and f.template != g.template for f, g in got)
+    assert len({f.template for f, _ in got}) > 12  # every part of the training set, held-out templates too
+    assert not harness & dev
+    assert facts_for(0, 3) == facts_for(0, 3, "harness")  # the reported facts did not move
+    settings = RunSettings(seed=1, cycles=[0], modes=["none", "transcript"], max_new_tokens=3, facts="dev")
+    res = run(engine, settings, 2, tmp_path, pool=pool, progress=False)
+    assert [t["fact"]["template"] in dev for t in res["per_trial"]] == [True, True]
+    assert res["settings"]["facts"] == "dev" and "dev facts" in (tmp_path / "recall.md").read_text()
+    with pytest.raises(HarnessError, match="fact set"):
+        RunSettings(facts="test")

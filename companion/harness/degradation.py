@@ -49,8 +49,8 @@ def _identity(engines: dict, settings: RunSettings, pool: DistractorPool) -> dic
 
 def _settings(settings: RunSettings) -> dict:
     d = asdict(settings)
-    for key in ("warmup", "retrieval_recipes"):  # runs from before these options stay resumable and reusable
-        if d[key] in (0, None):
+    for key, was in (("warmup", 0), ("retrieval_recipes", None), ("facts", "harness")):
+        if d[key] == was:  # runs from before these options stay resumable and reusable
             del d[key]
     return d
 

@@ -133,23 +133,35 @@ def make_fact(rng: random.Random, template: str | None = None, exclude: tuple[st
             return fact
 
 
-def trial_fact(seed: int, trial: int) -> Fact:
-    """The fact planted in trial `trial` of a run seeded `seed`."""
-    return make_fact(random.Random(f"fact:{seed}:{trial}"))
+FACT_SETS = ("harness", "dev")
 
 
-def foreign_trial(seed: int, trial: int) -> int:
+def trial_fact(seed: int, trial: int, facts: str = "harness") -> Fact:
+    """The fact planted in trial `trial` of a run seeded `seed`. facts: "harness" (the 18 templates
+    here, what results report) or "dev" (the training templates, companion.training.facts: for
+    tuning a recipe without looking at the facts it is reported on)."""
+    rng = random.Random(f"fact:{seed}:{trial}")
+    if facts == "harness":
+        return make_fact(rng)
+    if facts == "dev":
+        from ..training.facts import make_train_fact  # below the harness's facts: imported when asked
+
+        return make_train_fact(rng, held_out=None)
+    raise ValueError(f"unknown fact set {facts!r}; choose from {', '.join(FACT_SETS)}")
+
+
+def foreign_trial(seed: int, trial: int, facts: str = "harness") -> int:
     """The trial whose own session is this trial's foreign one: the next whose fact has another template.
 
     A neighbour's session rather than one made up for the purpose, so a run that lives
     both trials side by side lives that session once (harness.lockstep).
     """
-    template, j = trial_fact(seed, trial).template, trial + 1
-    while trial_fact(seed, j).template == template:
+    template, j = trial_fact(seed, trial, facts).template, trial + 1
+    while trial_fact(seed, j, facts).template == template:
         j += 1
     return j
 
 
-def facts_for(seed: int, trial: int) -> tuple[Fact, Fact]:
+def facts_for(seed: int, trial: int, facts: str = "harness") -> tuple[Fact, Fact]:
     """The planted fact of a trial and the different-template fact of its foreign session."""
-    return trial_fact(seed, trial), trial_fact(seed, foreign_trial(seed, trial))
+    return trial_fact(seed, trial, facts), trial_fact(seed, foreign_trial(seed, trial, facts), facts)

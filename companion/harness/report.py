@@ -43,6 +43,8 @@ def recall_table(results: dict) -> str:
     recipes = ", ".join(f"{r} (layer {c.get('layer')}, {c.get('slots')} slots)" for r, c in configs.items())
     warm = results.get("settings", {}).get("warmup")
     told = f" told after {warm} warm-up turns" if warm else ""
+    if results.get("settings", {}).get("facts") == "dev":
+        told = f" (dev facts: the training templates, not the reported ones){told}"
     lines = [f"Recall of a planted fact{told} after k distractor turns: {results['model']}, "
              f"recipes {recipes}, seed {results['seed']}, {results['trials']} trials, "
              f"code {results['code_version']}.",

@@ -23,7 +23,7 @@ from ..modes import MODE_NAMES, Memory, Prompt, Row, ask, canonical_kinds, engin
 from ..modes import with_context
 from ..recipes.writers import state_part
 from .distractors import DistractorPool
-from .facts import facts_for, foreign_trial
+from .facts import FACT_SETS, facts_for, foreign_trial
 from .nll import nll_one
 from .scoring import is_correct
 from .summary import first_position_share
@@ -55,6 +55,9 @@ class RunSettings:
     # The recipes asked through engram+retrieval (None: every recipe). Those rows hold the longest
     # prompts of a many-recipe comparison and none has moved a recipe off retrieval alone.
     retrieval_recipes: list[str] | None = None
+    # Which planted facts: "harness" (what results report) or "dev" (the training templates, for
+    # tuning a recipe without looking at the facts it is reported on; facts.trial_fact).
+    facts: str = "harness"
 
     def rows(self, recipes) -> list[Row]:
         """The report rows of these settings over these recipes (modes.mode_rows)."""
@@ -66,6 +69,8 @@ class RunSettings:
             raise HarnessError("cycles must be non-negative integers")
         if self.warmup < 0:
             raise HarnessError("warmup must be a non-negative number of turns")
+        if self.facts not in FACT_SETS:
+            raise HarnessError(f"unknown fact set {self.facts!r}; choose from {', '.join(FACT_SETS)}")
         try:
             self.modes = canonical_kinds(self.modes)  # old names (seed-engram) become kinds (engram)
         except ValueError as exc:
@@ -104,8 +109,8 @@ class Trial:
         self.recipes = list(self.engines)
         self.engine = self.engines[self.recipes[0]]
         self.s, self.index = settings, index
-        self.fact, self.foreign_fact = facts_for(settings.seed, index)
-        self.foreign_index = foreign_trial(settings.seed, index)
+        self.fact, self.foreign_fact = facts_for(settings.seed, index, settings.facts)
+        self.foreign_index = foreign_trial(settings.seed, index, settings.facts)
         self.distractors, self.warmup = _turns(settings, pool, index)
         self.foreign_distractors, self.foreign_warmup = _turns(settings, pool, self.foreign_index)
         slots = max(e.config.slots for e in self.engines.values())

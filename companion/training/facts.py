@@ -65,9 +65,10 @@ def _answer(rng: random.Random, kind: str) -> tuple[str, tuple[str, ...]]:
     return f"{month} {day}", (f"{day} {month.lower()}",)
 
 
-def make_train_fact(rng: random.Random, *, held_out: bool = False, exclude: tuple[str, ...] = ()) -> Fact:
-    """A training fact (held_out=True: one from HELD_OUT templates, for validation)."""
-    pool = [t for t in TRAIN_TEMPLATES if (t[0] in HELD_OUT) == held_out and t[0] not in exclude]
+def make_train_fact(rng: random.Random, *, held_out: bool | None = False, exclude: tuple[str, ...] = ()) -> Fact:
+    """A training fact (held_out=True: one from HELD_OUT templates, for validation; None: any template)."""
+    pool = [t for t in TRAIN_TEMPLATES
+            if (held_out is None or (t[0] in HELD_OUT) == held_out) and t[0] not in exclude]
     name, statement, question, kind = rng.choice(pool)
     while True:
         answer, aliases = _answer(rng, kind)
