@@ -23,7 +23,8 @@ import time
 import torch
 
 from companion import EngramConfig, Engine, load_model
-from companion.batch import absorb_rows, answer_rows
+from companion.absorb import absorb_rows
+from companion.batch import answer_rows
 from companion.benchmarks import user_lines, write_json
 from companion.halves import whole_passes
 from companion.prefix import without_heads

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from companion.batch import absorb_rows, answer_many
+from companion.absorb import absorb_rows
+from companion.batch import answer_many
 from companion.config import EngramConfig
 from companion.cycle import Engine
 
@@ -57,9 +58,8 @@ def _spy(monkeypatch, name):
 
 
 def test_absorb_rows_of_several_recipes_equal_absorb_and_turn_states(mixed_engines, monkeypatch):
-    from companion.batch import absorb_rows
-
-    import companion.batch as B
+    import companion.absorb as B
+    from companion.absorb import absorb_rows
 
     passes, engram_passes, real = [], [], B._absorb_pass
 
@@ -90,9 +90,9 @@ def test_absorb_rows_of_several_recipes_equal_absorb_and_turn_states(mixed_engin
 
 
 def test_rows_with_the_same_engram_and_reader_run_once_and_each_writer_writes_its_own(tiny_lm, monkeypatch):
-    from companion.batch import absorb_rows, answer_rows
-
-    import companion.batch as B
+    import companion.absorb as B
+    from companion.absorb import absorb_rows
+    from companion.batch import answer_rows
 
     recipes = ["select-deep", "select-sticky", "select-words", "deep-framed"]  # one reader, four writers
     engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in recipes]
@@ -150,7 +150,7 @@ def test_answer_rows_of_several_recipes_equal_run_turn_and_answer_nll(mixed_engi
 
 
 def test_rows_by_length_keeps_short_rows_apart_from_long_ones_and_within_budget():
-    from companion.batch import rows_by_length
+    from companion.rows import rows_by_length
 
     lengths = [80, 1500, 85, 140, 1450, 90, 145, 30]
     passes = rows_by_length(lengths, per_pass=200)
@@ -162,7 +162,7 @@ def test_rows_by_length_keeps_short_rows_apart_from_long_ones_and_within_budget(
 
 
 def test_rows_by_length_keeps_rows_of_one_key_together_at_equal_lengths():
-    from companion.batch import rows_by_length
+    from companion.rows import rows_by_length
 
     lengths = [50, 50, 50, 50, 50, 50]
     keys = ["a", "b", "a", "b", "a", "b"]

@@ -252,6 +252,7 @@ def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_recor
 
 
 def test_reuse_runs_only_the_changed_recipes_and_equals_a_full_run(tiny_lm, pool, tmp_path, monkeypatch):
+    import companion.absorb as A
     import companion.batch as B
 
     seed, select, framed = (Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r))
@@ -260,11 +261,11 @@ def test_reuse_runs_only_the_changed_recipes_and_equals_a_full_run(tiny_lm, pool
     run([seed, select], settings, 2, tmp_path / "a", pool=pool, progress=False, batch=2)
     full = run([seed, framed], settings, 3, tmp_path / "full", pool=pool, progress=False, batch=2)
     ran = []
-    for name in ("_absorb_pass", "_answer_pass"):
-        def spy(engines, *args, _real=getattr(B, name), **kwargs):
+    for module, name in ((A, "_absorb_pass"), (B, "_answer_pass")):
+        def spy(engines, *args, _real=getattr(module, name), **kwargs):
             ran.extend(e.config.recipe for e in engines)
             return _real(engines, *args, **kwargs)
-        monkeypatch.setattr(B, name, spy)
+        monkeypatch.setattr(module, name, spy)
     # trials 0 and 1 (in a) live and ask deep-framed only, side by side; trial 2 (not in a) runs in full, alone
     got = run([seed, framed], settings, 3, tmp_path / "b", pool=pool, progress=False, batch=2, reuse=tmp_path / "a")
     assert set(ran) == {"deep-framed"}  # seed's rows and the text rows were not asked again, nor seed lived

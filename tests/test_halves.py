@@ -63,6 +63,7 @@ LAYER_RECIPES = ["deep-framed", "select-deep", "select-sticky", "select-words"]
 @pytest.fixture()
 def lower_calls(monkeypatch):
     """The batch size of every lower half the batch module runs."""
+    import companion.absorb as A
     import companion.batch as B
 
     calls, real = [], B.lower
@@ -71,18 +72,19 @@ def lower_calls(monkeypatch):
         calls.append(embeds.shape[0])
         return real(model, embeds, *args, **kwargs)
 
-    monkeypatch.setattr(B, "lower", spy)
+    for module in (A, B):
+        monkeypatch.setattr(module, "lower", spy)
     return calls
 
 
 @pytest.mark.parametrize("recipes", [LAYER_RECIPES, LAYER_RECIPES[1:]], ids=["with-deep-framed", "surprise-only"])
 def test_absorb_rows_sharing_a_lower_half_equal_absorb(tiny_lm, lower_calls, recipes, monkeypatch):
     """deep-framed needs no output layer: it takes the shared lower half and skips the upper one."""
-    import companion.batch as B
-    from companion.batch import absorb_rows
+    import companion.absorb as A
+    from companion.absorb import absorb_rows
 
-    upper_rows, real_upper = [], B.upper
-    monkeypatch.setattr(B, "upper", lambda model, hidden, *a, **k: upper_rows.append(hidden.shape[0])
+    upper_rows, real_upper = [], A.upper
+    monkeypatch.setattr(A, "upper", lambda model, hidden, *a, **k: upper_rows.append(hidden.shape[0])
                         or real_upper(model, hidden, *a, **k))
 
     engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in recipes]

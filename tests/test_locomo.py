@@ -180,9 +180,10 @@ def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, 
     def boom(*a, **k):
         raise AssertionError("should have been cached")
 
+    import companion.absorb
     import companion.batch
 
-    for target, name in ((Engine, "absorb"), (AS, "ask"), (companion.batch, "absorb_rows"),
+    for target, name in ((Engine, "absorb"), (AS, "ask"), (companion.absorb, "absorb_rows"),
                          (companion.batch, "answer_many"), (Engine, "answer_nll")):
         monkeypatch.setattr(target, name, boom)
     again = EV.run(tiny_engine, convs, out, settings, progress=False)

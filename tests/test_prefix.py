@@ -6,8 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import companion.absorb as A
 import companion.batch as B
 import companion.prefix as prefix
+import companion.rows as R
 from companion.config import EngramConfig
 from companion.cycle import Engine
 
@@ -17,7 +19,7 @@ def _row(ids, slots=()):
 
 
 def test_examples_in_the_docstrings():
-    for module in (prefix, B):
+    for module in (prefix, A, B, R):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
@@ -55,7 +57,8 @@ def _heads(monkeypatch):
         seen.append(embeds.shape[1])
         return real(model, embeds, layer)
 
-    monkeypatch.setattr(B, "run_head", spy)
+    for module in (A, B):
+        monkeypatch.setattr(module, "run_head", spy)
     return seen
 
 
@@ -64,11 +67,11 @@ def test_absorb_rows_with_a_shared_head_equal_rows_without(engines, monkeypatch)
     turns = [("I'm going to Kyoto in April with my sister Nadia.", "Got it."), ("hi", "hello there")]
     rows = [(e, torch.randn(4, e.width).abs() if j else None, t) for e in engines for j, t in enumerate(turns)]
     heads = _heads(monkeypatch)
-    got = B.absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    got = A.absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
     assert heads and min(heads) >= prefix.MIN_HEAD
     n_heads = len(heads)
     with prefix.without_heads():  # every row runs its head itself
-        alone = B.absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        alone = A.absorb_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
     assert len(heads) == n_heads
     for (e, _, _), (new, states), (new0, states0) in zip(rows, got, alone):
         assert torch.allclose(states, states0, atol=1e-5, rtol=1e-4), e.config.recipe
@@ -95,15 +98,15 @@ def test_answer_rows_with_a_shared_head_equal_rows_without(engines, monkeypatch)
 
 
 def test_a_first_turn_is_one_row_under_every_recipe(engines, monkeypatch):
-    sizes, real = [], B._absorb_forward
+    sizes, real = [], A._absorb_forward
 
     def spy(engines_, placements, start, surprise):
         sizes.append(len(placements))
         return real(engines_, placements, start, surprise)
 
-    monkeypatch.setattr(B, "_absorb_forward", spy)
+    monkeypatch.setattr(A, "_absorb_forward", spy)
     turn = ("I'm going to Kyoto in April with my sister Nadia.", "Got it.")
-    got = B.absorb_rows(engines, [None] * len(engines), [turn] * len(engines))
+    got = A.absorb_rows(engines, [None] * len(engines), [turn] * len(engines))
     assert sizes == [1]  # before any engram, every reader lays the turn out as the plain chat
     for e, (new, _states) in zip(engines, got):
         assert torch.allclose(new, e.absorb(None, *turn).engram, atol=1e-5, rtol=1e-4), e.config.recipe

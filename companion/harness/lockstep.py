@@ -2,7 +2,7 @@
 
 Every session of every trial and recipe (each trial's own, and the foreign
 twins that are not another trial of the group) takes its turn in one
-`batch.absorb_rows` call per step. At a checkpoint each trial's memories are
+`absorb.absorb_rows` call per step. At a checkpoint each trial's memories are
 noted (a Memory holds a tensor and a list: a copy costs nothing), and once the
 last turn is lived every row of every trial and checkpoint still to be asked
 goes to one `batch.answer_rows` call, which also scores the correct answer's
@@ -16,7 +16,8 @@ batched primitives are tested equal to the one-at-a-time ones).
 
 from __future__ import annotations
 
-from ..batch import absorb_rows, answer_rows
+from ..absorb import absorb_rows
+from ..batch import answer_rows
 from ..cycle import InputTooLongError, chat_ids
 from ..modes import Memory, with_context
 from .nll import nll_one, nll_record, scored_target

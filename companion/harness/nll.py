@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ..batch import _padded, _writing, forward_keeping
+from ..rows import forward_keeping, padded, writing
 from ..cycle import InputTooLongError, _cache_of, chat_ids
 from ..recipes.base import Placement
 
@@ -85,10 +85,10 @@ def nll_many(engine, engrams: list, texts: list[str], answers: list[str]) -> lis
         placements = [p for _, p, _ in rows]
         # Left padding ends every row at the last column, so the answers' logits are the last few columns.
         engines = [engine] * len(placements)
-        embeds, mask, offsets = _padded(engines, placements, left=True)
+        embeds, mask, offsets = padded(engines, placements, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(n for _, _, n in rows) + 1
-        with _writing(engines, placements, offsets):
+        with writing(engines, placements, offsets):
             logits = forward_keeping(engine.model, keep, inputs_embeds=embeds, attention_mask=mask,
                                      position_ids=positions, use_cache=False).logits
         for j, (i, p, n) in enumerate(rows):

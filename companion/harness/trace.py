@@ -3,7 +3,7 @@
 A select writer copies token states into its slots unchanged, so each slot can
 be traced to the turn and token it came from by exact equality: with the turn's
 own layer-L states (from the very pass that wrote the engram,
-`batch.absorb_rows`) when it entered, with an old slot when it stayed. Averaging writers (seed, ...) match nothing; their slots are
+`absorb.absorb_rows`) when it entered, with an old slot when it stayed. Averaging writers (seed, ...) match nothing; their slots are
 labelled None.
 
     >>> labels = trace_session(engine, [(fact, ack), *distractors])   # doctest: +SKIP
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..batch import absorb_rows
+from ..absorb import absorb_rows
 from ..chat_format import end_id
 from ..recipes.writers import state_part
 

@@ -96,10 +96,10 @@ def _commit(engine, store, p: _Progress, engram, seconds: float) -> None:
 def replay_recipes(engines: dict, store, convs: list[Conversation], *, batched: bool = True,
                    on_turn: Callable[[str, int, int], None] | None = None) -> dict[str, list[Replayed]]:
     """Replay several conversations under several recipes (name -> Engine, one model) side by side:
-    turn k of every unfinished (recipe, conversation) in one batch.absorb_rows call, which groups rows
+    turn k of every unfinished (recipe, conversation) in one absorb.absorb_rows call, which groups rows
     of every recipe by depth and length (equal to Engine.absorb per row to float tolerance);
     batched=False runs Engine.absorb one turn at a time. Each turn is committed as soon as it is absorbed."""
-    from ..batch import absorb_rows
+    from ..absorb import absorb_rows
 
     states = [(r, _open(engine, store, c)) for r, engine in engines.items() for c in convs]
     while active := [(r, p) for r, p in states if p.done < len(p.planned)]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..batch import _padded
+from ..rows import padded
 from ..chat_format import end_id
 from ..recipes.base import Placement, Written
 
@@ -53,7 +53,7 @@ class TurnBank:
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
             places = [laid[j] for j in chunk]
-            embeds, mask, _ = _padded([engine] * len(places), places, left=False)
+            embeds, mask, _ = padded([engine] * len(places), places, left=False)
             # The decoder alone, and the vocabulary projection only where surprise is needed
             # (the turn's own tokens): a fifth of the pass on this model is that projection.
             out = engine.model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,

@@ -20,7 +20,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from ..batch import _padded, _writing
+from ..rows import padded, writing
 from ..config import ConfigError
 from ..recipes.base import Placement
 from ..recipes.trained import PARAMS, init_params
@@ -41,10 +41,10 @@ def answer_losses(engine, engrams: list, prompts: list[str], targets: list[str])
     for e, prompt, tgt in zip(engrams, prompts, tgts):
         p = engine.place(e, prompt)
         places.append(Placement(p.ids + tgt, p.slots, p.vectors, p.depth, p.content))
-    embeds, mask, offsets = _padded([engine] * len(places), places, left=True)
+    embeds, mask, offsets = padded([engine] * len(places), places, left=True)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     keep = max(len(t) for t in tgts) + 1
-    with _writing([engine] * len(places), places, offsets):
+    with writing([engine] * len(places), places, offsets):
         logits = engine.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
                               logits_to_keep=keep).logits
     out = []
