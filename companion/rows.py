@@ -30,6 +30,7 @@ MAX_SURPRISE_TOKENS = 2048  # a surprise pass keeps [rows, width, vocab] float l
 
 
 def engines_of(engines, n: int) -> list[Engine]:
+    """Each of n rows' engine (one Engine given: the same for every row); all over one loaded model."""
     engines = list(engines) if isinstance(engines, (list, tuple)) else [engines] * n
     if any(e.model is not engines[0].model for e in engines):
         raise ValueError("rows of one pass must share one loaded model")
