@@ -105,16 +105,15 @@ def _absorb_pass(engines: list[Engine], placements: list[Placement], engrams: li
     # Rows with one key run once (before any engram every reader lays a turn out as the plain chat,
     # so one session's first turn under every recipe is one row); the writers then differ.
     rows, inverse = distinct([row_key(e, p) for e, p in zip(engines, placements)])
-    sur = [any(s for s, j in zip(surprise, inverse) if j == k) for k in range(len(rows))]
+    sur = [False] * len(rows)
+    for s, j in zip(surprise, inverse):
+        sur[j] = sur[j] or s
     states, logits = _absorb_forward([engines[i] for i in rows], [placements[i] for i in rows], start, sur)
-    if len(rows) < len(placements):
-        states = states[inverse]
-        logits = logits[inverse] if logits is not None else None
     new = []
-    for i, (e, p, eng) in enumerate(zip(engines, placements, engrams)):
+    for e, p, eng, s, j in zip(engines, placements, engrams, surprise, inverse):  # j: the row that ran for it
         n = len(p.ids)
-        sur_i = surprise_of(logits[i, :n - start], p.ids, start) if surprise[i] else None
-        seen = e.seen_states(states[i, :n].float(), p)
+        sur_i = surprise_of(logits[j, :n - start], p.ids, start) if s else None
+        seen = e.seen_states(states[j, :n].float(), p)
         new.append((e.compress(Written(seen, p, sur_i, eng), p.ids), seen))
     return new
 

@@ -29,6 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def main(argv: list[str] | None = None) -> int:
     from companion.harness import FULL, QUICK
+    from companion.harness.facts import FACT_SETS
     from companion.modes import ALIASES, MODE_NAMES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=None, help="engram vectors (default 32)")
     p.add_argument("--warmup", type=int, default=0, metavar="W",
                    help="distractor turns lived before the fact, so it arrives in a full engram (default 0)")
-    p.add_argument("--facts", default="harness", choices=["harness", "dev"],
+    p.add_argument("--facts", default="harness", choices=FACT_SETS,
                    help="planted facts: the harness's 18 templates (reported), or 'dev': the training templates, "
                         "for tuning a recipe without looking at the reported facts")
     p.add_argument("--max-new-tokens", type=int, default=16)

@@ -37,10 +37,12 @@ def parse_variant(text: str) -> tuple[str, str, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from companion.harness.facts import FACT_SETS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", action="append", required=True, metavar="NAME=FRAME[|LEAD]")
     p.add_argument("--recipe", default="select-sticky", help="the base recipe (its reader must be framed)")
-    p.add_argument("--facts", default="dev", choices=["dev", "harness"])
+    p.add_argument("--facts", default="dev", choices=FACT_SETS)
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--cycles", type=int, nargs="+", default=[0, 1])
     p.add_argument("--modes", nargs="+", default=["engram", "none", "transcript"])
