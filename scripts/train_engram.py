@@ -10,9 +10,10 @@ answer (and statement-reconstruction) NLL through the frozen model. Outputs in
 DIR: checkpoint.safetensors (resumes), history.jsonl, loss.png and
 weights.safetensors (the writer's parameters with the command in their
 metadata). To ship: copy weights.safetensors to
-companion/recipes/weights/select-trained.safetensors and record its sha256 in
-companion/recipes/trained.py (WEIGHTS_SHA256). Or try them without shipping:
+companion/recipes/weights/RECIPE.safetensors and record its sha256 in the
+recipe's Weights (trained.py, mapped.py). Or try them without shipping:
 COMPANION_TRAINED_WEIGHTS=DIR/weights.safetensors scripts/degradation.py --recipe select-trained ...
+(COMPANION_MAPPED_WEIGHTS for select-mapped).
 The number of steps decides the result: --minutes only stops early (the printed
 step count and `--steps N` reproduce what was saved).
 """
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     from companion import EngramConfig, Engine, load_model
     from companion.config import ConfigError
-    from companion.recipes.trained import init_params
+    from companion.recipes import get_recipe
     from companion.settings import cache_dir
     from companion.training import Trainer, TurnBank, build_data
     from companion.training.corpus import CorpusError
@@ -91,7 +92,10 @@ def main(argv=None) -> int:
     try:
         lm = load_model(args.model, cache_root=cache_dir())
         config = EngramConfig(recipe=args.recipe)
-        engine = Engine(lm, config, fixed=init_params(lm.hidden_size, seed=args.seed))
+        writer = get_recipe(args.recipe).writer
+        if not hasattr(writer, "init_params"):
+            raise ConfigError(f"recipe {args.recipe!r} has no trainable writer")
+        engine = Engine(lm, config, fixed=writer.init_params(lm.hidden_size, seed=args.seed))
         data = build_data(seed=args.seed, facts=args.facts, talk=args.talk, locomo=args.data)
         bank_path = out / "bank.safetensors"
         bank = TurnBank.load(bank_path) if bank_path.is_file() else None
@@ -105,7 +109,7 @@ def main(argv=None) -> int:
         if ckpt.is_file():
             trainer.load(ckpt)
             print(f"resumed at step {trainer.step}", file=sys.stderr)
-    except (ConfigError, CorpusError, ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ConfigError, CorpusError, KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     history = [json.loads(x) for x in hist_path.read_text().splitlines()] if hist_path.is_file() else []

@@ -13,6 +13,7 @@ from companion.config import ConfigError, EngramConfig
 from companion.cycle import Engine
 from companion.harness.distractors import generated_conversations
 from companion.harness.facts import TEMPLATES
+from companion.recipes import mapped as M
 from companion.recipes import trained as T
 from companion.recipes.base import Placement, Written
 from companion.recipes.writers import Select
@@ -20,6 +21,7 @@ from companion.training import Trainer, TurnBank, build_data
 from companion.training.facts import TRAIN_TEMPLATES
 
 CONFIG = EngramConfig(layer=2, slots=8, recipe="select-trained")
+MAPPED = EngramConfig(layer=2, slots=8, recipe="select-mapped")
 
 
 @pytest.fixture()
@@ -60,8 +62,38 @@ def test_with_a_huge_anchor_the_trained_writer_is_select_sticky():
     assert not torch.allclose(T.Anchored().write(first, 4, T.init_params(6, 4, 0, beta=0.0)), s, atol=1e-2)
 
 
-def test_one_training_step_lowers_the_loss_and_leaves_the_model_bit_identical(setup):
-    eng, data, bank = setup
+def test_the_untrained_map_is_select_sticky_and_a_trained_one_keeps_each_slot_one_token():
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(9, 6, generator=g) * 5
+    sur = torch.tensor([0.0, 5.0, 1.0, 9.0, 2.0, 7.0, 3.0, 8.0, 0.5])
+    first = Written(states, Placement(ids=list(range(9)), content=1), sur)
+    sticky = Select(decay=1.0, per_turn=2)
+    m, s = M.Mapped().write(first, 4, M.init_map(6, rank=3)), sticky.write(first, 4)
+    assert torch.equal(m, s)
+    later = Written(states.flip(0), Placement(ids=list(range(9)), content=1), sur.flip(0) + 1, engram=s)
+    assert torch.equal(M.Mapped().write(later, 4, M.init_map(6, rank=3)), sticky.write(later, 4))
+    moved = {"a": torch.randn(6, 3, generator=g), "b": torch.randn(3, 6, generator=g)}
+    m2 = M.Mapped().write(first, 4, moved)
+    # the same tokens kept, in the same order, each changed only by its own correction
+    assert torch.equal(m2[:, -1], s[:, -1])
+    assert torch.allclose(m2[:, :-1], M.nudge(s[:, :-1], moved), atol=1e-5)
+    assert not torch.allclose(m2, s, atol=1e-2)
+    # an old slot is carried as stored: mapped once, when it entered
+    again = M.Mapped().write(Written(states.flip(0), first.placement, sur.flip(0) + 1, engram=m2), 4, moved)
+    kept_old = [i for i in range(4) if any(torch.equal(again[i], r) for r in m2)]
+    assert len(kept_old) >= 2
+
+
+@pytest.fixture(scope="module")
+def mapped_setup(tiny_lm):
+    eng = Engine(tiny_lm, MAPPED, fixed=M.init_map(64, seed=0))
+    data = build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=generated_conversations(2, 6))
+    return eng, data, TurnBank.build(eng, data.turns, data.firsts)
+
+
+@pytest.mark.parametrize("which", ["setup", "mapped_setup"])
+def test_one_training_step_lowers_the_loss_and_leaves_the_model_bit_identical(which, request):
+    eng, data, bank = request.getfixturevalue(which)
     before = _model_digest(eng.model)
     tr = Trainer(eng, bank, data, seed=0, steps=10, batch=4, lr=0.05)
     eps = data.train.batch(0, 0, 4, 2)
@@ -128,12 +160,31 @@ def test_shipped_file_with_another_sha256_is_refused(tiny_lm, tmp_path, monkeypa
     fake = tmp_path / "select-trained.safetensors"
     save_file(T.init_params(64, seed=5), str(fake))
     monkeypatch.delenv(T.ENV, raising=False)
-    monkeypatch.setattr(T, "WEIGHTS", fake)
+    monkeypatch.setattr(T.ANCHORED_WEIGHTS, "path", fake)
     with pytest.raises(ConfigError, match="sha256 differs"):
         Engine(tiny_lm, CONFIG)
-    monkeypatch.setattr(T, "WEIGHTS", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(T.ANCHORED_WEIGHTS, "path", tmp_path / "absent.safetensors")
     with pytest.raises(ConfigError, match="no trained writer weights"):
         Engine(tiny_lm, CONFIG)
+
+
+def test_mapped_weights_are_pinned_like_the_anchored_ones(tiny_lm, tmp_path, monkeypatch):
+    monkeypatch.delenv(M.MAPPED_WEIGHTS.env, raising=False)
+    fake = tmp_path / "select-mapped.safetensors"
+    save_file(M.init_map(64, seed=5), str(fake))
+    monkeypatch.setattr(M.MAPPED_WEIGHTS, "path", fake)
+    with pytest.raises(ConfigError, match="sha256 differs"):
+        Engine(tiny_lm, MAPPED)
+    monkeypatch.setattr(M.MAPPED_WEIGHTS, "sha256", hashlib.sha256(fake.read_bytes()).hexdigest())
+    assert Engine(tiny_lm, MAPPED).fixed["b"].shape == (M.RANK, 64)
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(M.init_map(576, seed=0), str(wrong))
+    monkeypatch.setenv(M.MAPPED_WEIGHTS.env, str(wrong))
+    with pytest.raises(ConfigError, match="hidden size 576"):
+        Engine(tiny_lm, MAPPED)
+    save_file(T.init_params(64, seed=0), str(wrong))
+    with pytest.raises(ConfigError, match="lacks the trained writer's tensors a, b"):
+        Engine(tiny_lm, MAPPED)
 
 
 def test_weights_for_another_hidden_size_are_refused(tiny_lm, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import Recipe, register
 from .fixed import mean_state
 from .readers import FramedReader, PrefixReader
+from .mapped import MAPPED_WEIGHTS, Mapped
 from .trained import Anchored, fixed_builders
 from .writers import ChunkMean, Select
 
@@ -60,3 +61,6 @@ register(Recipe("select-trained", "select-sticky's token states re-weighted by a
 register(Recipe("select-trained-hard", "select-trained's weights, but each slot takes the one state its trained "
                 "attention weights most (no mixture), written back at layer L inside the user message",
                 Anchored(hard=True), FramedReader(at_layer=True), fixed=fixed_builders()))
+register(Recipe("select-mapped", "select-sticky's token states, each kept whole and nudged by a trained low-rank "
+                "map when it enters (the model frozen; shipped weights pinned by sha256), written back at layer L "
+                "inside the user message", Mapped(), FramedReader(at_layer=True), fixed=fixed_builders(MAPPED_WEIGHTS)))

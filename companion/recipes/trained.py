@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,11 +42,24 @@ from .base import Written
 from .writers import Select
 
 PARAMS = ("wq", "wk", "u", "beta")
-WEIGHTS = Path(__file__).parent / "weights" / "select-trained.safetensors"
-# The shipped weights (scripts/train_engram.py; command and loss curve in docs/RESULTS.md).
-# A different file is refused, and a session stores the hash of the tensors it was built with.
-WEIGHTS_SHA256 = "71d1022f4ddc585900669a6148ac0c9e6dbf96469966c797ec3d3dbfd4e9c1e0"
 ENV = "COMPANION_TRAINED_WEIGHTS"  # another weights file, e.g. a training run's output, for experiments
+
+
+@dataclass
+class Weights:
+    """Where a trained writer's tensors are shipped, the sha256 that file must have (a different
+    file is refused, and a session stores the hash of the tensors it was built with), and the
+    environment variable that points the recipe at another file (a training run's output)."""
+
+    path: Path
+    sha256: str
+    env: str
+    names: tuple[str, ...]
+
+
+# The shipped weights (scripts/train_engram.py; command and loss curve in docs/RESULTS.md).
+ANCHORED_WEIGHTS = Weights(Path(__file__).parent / "weights" / "select-trained.safetensors",
+                           "71d1022f4ddc585900669a6148ac0c9e6dbf96469966c797ec3d3dbfd4e9c1e0", ENV, PARAMS)
 
 
 def init_params(hidden: int, key_dim: int = 64, seed: int = 0, beta: float = 8.0) -> dict[str, torch.Tensor]:
@@ -81,6 +95,14 @@ class Anchored:
     extra_columns: int = 1  # the prior's salience, which decides what a later turn may replace
     fills_gradually: bool = True
     hard: bool = False  # each slot takes its most-weighted candidate whole instead of the mixture
+    param_names: ClassVar[tuple[str, ...]] = PARAMS
+
+    def init_params(self, hidden: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        return init_params(hidden, seed=seed)
+
+    def slots_of(self, cands: torch.Tensor, top: list[int], n_old: int, params: dict) -> torch.Tensor:
+        """[N, H] slots from the [M, H] candidates (n_old old slots first) and the kept indices."""
+        return attend(cands, top, params, hard=self.hard)
 
     def roll(self, old: torch.Tensor | None, states: torch.Tensor, surprise: list[float], slots: int,
              params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,7 +119,7 @@ class Anchored:
         top = self.prior.keep(old_sal, new_sal, slots)
         sal = [s * self.prior.decay for s in old_sal] + new_sal
         column = cands.new_tensor([sal[i] for i in top])[:, None]
-        return torch.cat([attend(cands, top, params, hard=self.hard), column], dim=1)
+        return torch.cat([self.slots_of(cands, top, old.shape[0], params), column], dim=1)
 
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
         comps = self.prior.competitors(w)
@@ -106,8 +128,8 @@ class Anchored:
         return self.roll(w.engram, states, surprise, slots, fixed).detach().cpu()
 
 
-def weights_path() -> Path:
-    return Path(os.environ[ENV]) if os.environ.get(ENV) else WEIGHTS
+def weights_path(spec: Weights = ANCHORED_WEIGHTS) -> Path:
+    return Path(os.environ[spec.env]) if os.environ.get(spec.env) else spec.path
 
 
 @lru_cache(maxsize=4)
@@ -119,26 +141,26 @@ def _load(path: str, mtime: float) -> tuple[str, dict[str, torch.Tensor]]:
     return hashlib.sha256(data).hexdigest(), load(data)
 
 
-def load_params(engine) -> dict[str, torch.Tensor]:
+def load_params(engine, spec: Weights = ANCHORED_WEIGHTS) -> dict[str, torch.Tensor]:
     """The recipe's weights for this engine's model, checked; ConfigError with the reason if unusable."""
-    path = weights_path()
+    path = weights_path(spec)
     if not path.is_file():
         raise ConfigError(f"no trained writer weights at {path}: train them with scripts/train_engram.py "
-                          f"(or point {ENV} at a weights file)")
+                          f"(or point {spec.env} at a weights file)")
     digest, params = _load(str(path), path.stat().st_mtime)
-    if path == WEIGHTS and digest != WEIGHTS_SHA256:
+    if path == spec.path and digest != spec.sha256:
         raise ConfigError(f"{path} is not the shipped trained writer (sha256 differs from the recorded "
-                          f"{WEIGHTS_SHA256[:12]}); restore it with git or retrain with the recorded command")
-    missing = [n for n in PARAMS if n not in params]
+                          f"{spec.sha256[:12]}); restore it with git or retrain with the recorded command")
+    missing = [n for n in spec.names if n not in params]
     if missing:
         raise ConfigError(f"{path} lacks the trained writer's tensors {', '.join(missing)}")
-    hidden = engine.lm.hidden_size
-    if params["wq"].shape[0] != hidden:
-        raise ConfigError(f"the trained writer in {path} is for hidden size {params['wq'].shape[0]}, "
+    hidden, found = engine.lm.hidden_size, params[spec.names[0]].shape[0]
+    if found != hidden:
+        raise ConfigError(f"the trained writer in {path} is for hidden size {found}, "
                           f"this model's is {hidden}; train one for this model with scripts/train_engram.py --model")
     return params
 
 
-def fixed_builders() -> dict:
+def fixed_builders(spec: Weights = ANCHORED_WEIGHTS) -> dict:
     """Recipe.fixed entries: each parameter a fixed tensor, so the session's hash pins all of them."""
-    return {name: (lambda engine, n=name: load_params(engine)[n].to(engine.lm.device)) for name in PARAMS}
+    return {name: (lambda engine, n=name: load_params(engine, spec)[n].to(engine.lm.device)) for name in spec.names}

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from ..rows import padded, writing
 from ..config import ConfigError
 from ..recipes.base import Placement
-from ..recipes.trained import PARAMS, init_params
 from .episodes import Curriculum, Episode
 
 RECON_TARGET_TOKENS = 24  # a statement is cut here: the engram need not hold a whole paragraph
@@ -66,9 +65,11 @@ class Trainer:
         self.engine, self.bank, self.data, self.writer = engine, bank, data, writer
         self.seed, self.steps, self.batch = seed, steps, batch
         self.curriculum = Curriculum(steps)
-        start = params or init_params(engine.lm.hidden_size, seed=seed)
-        self.params = {n: start[n].detach().clone().float().to(engine.lm.device).requires_grad_(True) for n in PARAMS}
-        self.opt = torch.optim.Adam([self.params[n] for n in PARAMS], lr=lr)
+        self.names = writer.param_names
+        start = params or writer.init_params(engine.lm.hidden_size, seed=seed)
+        self.params = {n: start[n].detach().clone().float().to(engine.lm.device).requires_grad_(True)
+                       for n in self.names}
+        self.opt = torch.optim.Adam([self.params[n] for n in self.names], lr=lr)
         self.step = 0
 
     def engram_of(self, ep: Episode) -> torch.Tensor:
@@ -90,7 +91,7 @@ class Trainer:
         loss = losses.mean()
         self.opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([self.params[n] for n in PARAMS], 1.0)
+        torch.nn.utils.clip_grad_norm_([self.params[n] for n in self.names], 1.0)
         self.opt.step()
         self.step += 1
         by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in ("qa", "recon")}
@@ -112,7 +113,7 @@ class Trainer:
 
     # -- checkpoints: safetensors only --------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        tensors = {f"param.{n}": self.params[n].detach().cpu().contiguous() for n in PARAMS}
+        tensors = {f"param.{n}": self.params[n].detach().cpu().contiguous() for n in self.names}
         opt = self.opt.state_dict()
         for idx, st in opt["state"].items():
             for key, val in st.items():
@@ -136,7 +137,7 @@ class Trainer:
                 raise ConfigError(f"{path} is a run with seed {meta['seed']} and {meta['steps']} steps; "
                                   f"this one has seed {self.seed} and {self.steps} steps: use another --out")
             with torch.no_grad():
-                for n in PARAMS:
+                for n in self.names:
                     self.params[n].copy_(f.get_tensor(f"param.{n}"))
             state: dict = {}
             for key in f.keys():
@@ -147,7 +148,7 @@ class Trainer:
         self.step = int(meta["step"])
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {n: self.params[n].detach().cpu().contiguous() for n in PARAMS}
+        return {n: self.params[n].detach().cpu().contiguous() for n in self.names}
 
 
 def smooth(values: list[float], window: int = 20) -> list[float]:

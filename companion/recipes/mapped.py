@@ -1,0 +1,71 @@
+"""A trained map on select-sticky's token states: each kept whole, nudged by a learned correction.
+
+The anchored writer (trained.py) mixed several states into a slot and blurred
+exact token identity: its engram gave near answers ("Zykynn" for "Zyplyn").
+Here every slot stays one token's own state, chosen exactly as select-sticky
+chooses; training learns only a low-rank correction added to a state when it
+enters the engram,
+
+    slot = x + (layer_norm(x) A) B        A: [H, r], B: [r, H]
+
+so what the reader writes at layer L can move towards what blocks L+1.. read
+best, one token at a time, without mixing tokens. B starts at zero: the
+untrained writer is select-sticky. Old slots are carried as stored (mapped
+once, when they entered). The language model never changes.
+
+    >>> import torch
+    >>> p = init_map(hidden=4, rank=2, seed=0)
+    >>> x = torch.randn(3, 4)
+    >>> bool(torch.equal(nudge(x, p), x))  # B = 0: the identity
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .trained import Anchored, Weights
+from .writers import Select
+
+MAP_PARAMS = ("a", "b")
+RANK = 64
+MAPPED_WEIGHTS = Weights(
+    Path(__file__).parent / "weights" / "select-mapped.safetensors",
+    # The shipped weights (scripts/train_engram.py --recipe select-mapped; command in docs/RESULTS.md).
+    "",
+    "COMPANION_MAPPED_WEIGHTS",
+    MAP_PARAMS,
+)
+
+
+def init_map(hidden: int, rank: int = RANK, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random down-projection and a zero up-projection: the map starts as the identity."""
+    g = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(hidden, rank, generator=g) / hidden ** 0.5, "b": torch.zeros(rank, hidden)}
+
+
+def nudge(states: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[M, H] states -> [M, H] states + their learned correction (differentiable in params)."""
+    x = states.float()
+    return x + (F.layer_norm(x, x.shape[-1:]) @ params["a"]) @ params["b"]
+
+
+@dataclass(frozen=True)
+class Mapped(Anchored):
+    """select-sticky's choice, each new state nudged by the trained map (see the module docstring)."""
+
+    name: str = "mapped"
+    prior: Select = field(default_factory=lambda: Select(decay=1.0, per_turn=2))
+    param_names: ClassVar[tuple[str, ...]] = MAP_PARAMS
+
+    def init_params(self, hidden: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        return init_map(hidden, seed=seed)
+
+    def slots_of(self, cands: torch.Tensor, top: list[int], n_old: int, params: dict) -> torch.Tensor:
+        rows = torch.cat([cands[:n_old].float(), nudge(cands[n_old:], params)])
+        return rows[top]
