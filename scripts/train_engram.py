@@ -66,6 +66,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--facts", type=int, default=300, help="planted training facts")
     p.add_argument("--talk", type=int, default=400, help="chit-chat turns (plus part of conv-26)")
+    p.add_argument("--chat-share", type=float, default=0.0,
+                   help="part of the episodes that end in an unrelated chat line, its real reply the target "
+                        "(keeps the engram out of replies it has nothing to do with)")
     p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
     p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
     p.add_argument("--threads", type=int, default=None)
@@ -96,7 +99,8 @@ def main(argv=None) -> int:
         if not hasattr(writer, "init_params"):
             raise ConfigError(f"recipe {args.recipe!r} has no trainable writer")
         engine = Engine(lm, config, fixed=writer.init_params(lm.hidden_size, seed=args.seed))
-        data = build_data(seed=args.seed, facts=args.facts, talk=args.talk, locomo=args.data)
+        data = build_data(seed=args.seed, facts=args.facts, talk=args.talk, locomo=args.data,
+                          chat_share=args.chat_share)
         bank_path = out / "bank.safetensors"
         bank = TurnBank.load(bank_path) if bank_path.is_file() else None
         if bank is None or bank.turns != data.turns:

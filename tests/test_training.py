@@ -206,3 +206,21 @@ def test_training_templates_share_nothing_with_the_harness_templates():
     theirs = set().union(*(_ngrams(t[1]) | _ngrams(t[2]) for t in TEMPLATES))
     for name, statement, question, _ in TRAIN_TEMPLATES:
         assert not (_ngrams(statement) | _ngrams(question)) & theirs, name
+
+
+def test_chat_episodes_end_in_a_real_chat_line_and_leave_the_other_draws_alone():
+    talk = generated_conversations(2, 6)
+    plain = build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=talk)
+    chat = build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=talk, chat_share=0.5)
+    assert chat.turns == plain.turns
+    talk_texts = {t for run in talk for t in run}
+    facts = {f.statement for _, f in plain.train.facts}
+    eps = [e for step in range(10) for e in chat.train.batch(0, step, 8, 4)]
+    kinds = {e.kind for e in eps}
+    assert kinds == {"qa", "recon", "chat"}
+    for e in eps:
+        if e.kind == "chat":
+            assert (e.prompt, e.target) in talk_texts and e.prompt not in facts
+    from companion.training.episodes import EpisodeSampler
+    with pytest.raises(ValueError, match="texts"):
+        EpisodeSampler(plain.train.facts, plain.train.talk, chat_share=0.2)

@@ -8,6 +8,10 @@ and the target the model should produce. Two objectives:
            then its question; target: the answer
     recon  the same life, then "repeat what I told you about <topic>";
            target: the fact's statement (autoencoding through the engram)
+    chat   the same life, then an unrelated line of real chat; target: the
+           reply the person gave (the engram must not push stored words into
+           every reply: a writer trained on qa and recon alone made the model
+           open unrelated replies with the remembered name)
 
 `k` follows a curriculum (Curriculum.k_max): one turn, then 2, 4, and more.
 Everything is drawn from random.Random(f"{seed}:{step}") so a resumed run
@@ -27,7 +31,7 @@ class Episode:
     turns: tuple[int, ...]  # indices into the training turns, in order; the first is laid out as a first turn
     prompt: str
     target: str
-    kind: str  # "qa" | "recon"
+    kind: str  # "qa" | "recon" | "chat"
     k: int  # turns lived after the fact
 
 
@@ -46,11 +50,16 @@ class Curriculum:
 class EpisodeSampler:
     """Draws episodes from fact turns (with their Fact) and talk turns (runs of a conversation).
 
-    facts: [(turn index, Fact)]; talk: runs of consecutive turn indices.
+    facts: [(turn index, Fact)]; talk: runs of consecutive turn indices; texts: the (user, reply)
+    of every turn index, needed only for chat episodes (chat_share > 0).
     """
 
-    def __init__(self, facts: list[tuple[int, object]], talk: list[list[int]], recon_share: float = 0.25):
+    def __init__(self, facts: list[tuple[int, object]], talk: list[list[int]], recon_share: float = 0.25,
+                 chat_share: float = 0.0, texts: list[tuple[str, str]] | None = None):
+        if chat_share and texts is None:
+            raise ValueError("chat episodes need the turns' texts")
         self.facts, self.talk, self.recon_share = facts, talk, recon_share
+        self.chat_share, self.texts = chat_share, texts
 
     def _talk(self, rng: random.Random, n: int, *, opening: bool = False) -> list[int]:
         run = rng.choice(self.talk)
@@ -73,6 +82,9 @@ class EpisodeSampler:
             if other.template != fact.template:
                 after[rng.randrange(len(after))] = other_turn
         turns = tuple(before + [fact_turn] + after)
+        if self.chat_share and rng.random() < self.chat_share:  # no draw at 0: older runs draw as they did
+            user, reply = self.texts[self._talk(rng, 1)[0]]
+            return Episode(turns, user, reply, "chat", k)
         if rng.random() < self.recon_share:
             return Episode(turns, RECON_PROMPT, fact.statement, "recon", k)
         return Episode(turns, fact.question, fact.answer, "qa", k)

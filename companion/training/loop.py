@@ -94,7 +94,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_([self.params[n] for n in self.names], 1.0)
         self.opt.step()
         self.step += 1
-        by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in ("qa", "recon")}
+        by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in ("qa", "recon", "chat")}
         return {"step": self.step, "loss": float(loss.detach()), "k_max": k_max,
                 **{kind: (sum(v) / len(v) if v else None) for kind, v in by.items()}}
 
