@@ -42,3 +42,20 @@ def test_wilson_known_values():
 def test_wilson_narrows_with_more_trials():
     a, b = wilson(5, 10), wilson(50, 100)
     assert b[1] - b[0] < a[1] - a[0]
+
+
+def test_intrusions_count_the_foreign_engrams_own_answer_in_foreign_rows_only():
+    from companion.harness.summary import intrusions
+
+    def trial(replies: dict[str, str]) -> dict:
+        return {"foreign_fact": {"answer": "July 12", "aliases": ["12th of july"]},
+                "probes": [{"k": 1, "answers": {m: {"reply": r} for m, r in replies.items()}}]}
+
+    trials = [trial({"foreign:x": "It is July 12.", "engram:x": "July 12", "none": "July 12"}),
+              trial({"foreign:x": "On the 12th of July!", "engram:x": "?", "none": "?"}),
+              trial({"foreign:x": "I don't know.", "engram:x": "?", "none": "?"}),
+              trial({"foreign:x": "July 1", "engram:x": "?", "none": "?"})]
+    got = intrusions(trials, ["engram:x", "foreign:x", "none"], [1])
+    assert list(got) == ["foreign:x"]
+    assert (got["foreign:x"]["1"]["correct"], got["foreign:x"]["1"]["trials"]) == (2, 4)
+    assert got["foreign:x"]["1"]["low"] < 0.5 < got["foreign:x"]["1"]["high"]

@@ -95,7 +95,7 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
 
     from .lockstep import run_lockstep
     from .report import write_reports
-    from .summary import DIAGNOSTICS_MEANING, aggregate
+    from .summary import DIAGNOSTICS_MEANING, aggregate, intrusions
 
     engines = engines_by_recipe(engines)
     first = next(iter(engines.values()))
@@ -147,7 +147,10 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
                                "after the row's exact question prompt (Engine.answer_nll); low/high: "
                                "mean ± 1.96 sd / sqrt(n)"),
         "diagnostics_meaning": DIAGNOSTICS_MEANING,
-        "recall": recall, "answer_nll": nll, "diagnostics": diags, "per_trial": kept,
+        "intrusions_meaning": ("foreign rows: replies that say the answer of the fact the foreign engram holds "
+                               "(the question is about another fact; lower is better)"),
+        "recall": recall, "answer_nll": nll, "diagnostics": diags,
+        "intrusions": intrusions(kept, [r.name for r in rows], settings.cycles), "per_trial": kept,
     }
     if plan is not None:
         results["reused"] = plan.summary()

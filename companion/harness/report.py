@@ -58,6 +58,13 @@ def recall_table(results: dict) -> str:
                   *_header(ks, "mode")]
         for mode, by_k in nll.items():
             lines.append(f"| {mode} | " + " | ".join(_nll_cell(by_k.get(k, {})) for k in ks) + " |")
+    intr = results.get("intrusions", {})
+    if any(c["trials"] for by_k in intr.values() for c in by_k.values()):
+        lines += ["", "Intrusions: a foreign engram's own answer in the reply to a question about another fact "
+                  "(lower is better; the engram speaking where it was not asked). Cells as for recall.", "",
+                  *_header(ks, "row")]
+        for mode, by_k in intr.items():
+            lines.append(f"| {mode} | " + " | ".join(_cell(by_k[k]) if k in by_k else "–" for k in ks) + " |")
     for recipe, diags in results.get("diagnostics", {}).items():
         lines += ["", f"Engram diagnostics, recipe {recipe} (mean ± sd over trials):", "", *_header(ks, "diagnostic")]
         for name, by_k in diags.items():

@@ -4,6 +4,8 @@
         recall:      row -> k -> {correct, trials, low, high}   (Wilson 95% interval)
         answer_nll:  row -> k -> {mean, sd, n, low, high}       (mean ± 1.96 sd / sqrt(n))
         diagnostics: recipe -> name -> k -> {mean, sd, n}
+    intrusions(trials, rows, cycles) -> row -> k -> {correct, trials, low, high}
+        how often a foreign-engram row's reply says the foreign session's own answer
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from .. import engram as E
 from .nll import mean_ci
-from .scoring import wilson
+from .scoring import is_correct, wilson
 
 DIAGNOSTICS_MEANING = {
     "cos_first": "cosine(engram after k distractors, engram after the fact turn), state part only; "
@@ -87,3 +89,28 @@ def aggregate(trials: list[dict], rows: list[str], cycles: list[int]) -> tuple[d
     diags = {recipe: {name: {k: _mean_sd(xs) for k, xs in by_k.items()} for name, by_k in names.items()}
              for recipe, names in values.items()}
     return recall, nll, diags
+
+
+def intrusions(trials: list[dict], rows: list[str], cycles: list[int]) -> dict:
+    """Per foreign-engram row and k: replies that say the answer of the fact the foreign engram holds.
+
+    The question asked there is about the trial's own fact, which that engram never saw, so its
+    own answer has nothing to do in the reply: an engram that pushes what it holds into unrelated
+    replies scores high (a first trained map said the other session's name 55 times in 60), one that
+    stays quiet when it is not asked about scores 0. No memory is the floor (0 by construction).
+    """
+    counts = {m: {str(k): {"correct": 0, "trials": 0} for k in cycles} for m in rows if m.startswith("foreign:")}
+    for t in trials:
+        other = t.get("foreign_fact")
+        if not other:
+            continue
+        for p in t["probes"]:
+            k = str(p["k"])
+            for m, a in p["answers"].items():
+                if m in counts and k in counts[m]:
+                    counts[m][k]["correct"] += int(is_correct(a["reply"], other["answer"], other.get("aliases", ())))
+                    counts[m][k]["trials"] += 1
+    for m in counts.values():
+        for cell in m.values():
+            cell["low"], cell["high"] = wilson(cell["correct"], cell["trials"])
+    return counts
