@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--chat-share", type=float, default=0.0,
                    help="part of the episodes that end in an unrelated chat line, its real reply the target "
                         "(keeps the engram out of replies it has nothing to do with)")
+    p.add_argument("--absent-share", type=float, default=0.0,
+                   help="part of the episodes that end in the question of a fact never told, the target "
+                        "\"You haven't told me that.\" (keeps the engram from answering what it does not hold)")
     p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
     p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
     p.add_argument("--threads", type=int, default=None)
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
             raise ConfigError(f"recipe {args.recipe!r} has no trainable writer")
         engine = Engine(lm, config, fixed=writer.init_params(lm.hidden_size, seed=args.seed))
         data = build_data(seed=args.seed, facts=args.facts, talk=args.talk, locomo=args.data,
-                          chat_share=args.chat_share)
+                          chat_share=args.chat_share, absent_share=args.absent_share)
         bank_path = out / "bank.safetensors"
         bank = TurnBank.load(bank_path) if bank_path.is_file() else None
         if bank is None or bank.turns != data.turns:
@@ -146,7 +149,10 @@ def main(argv=None) -> int:
             "model": lm.name, "fingerprint": lm.fingerprint}
     save_file(trainer.weights(), str(out / "weights.safetensors"), metadata=meta)
     vals = [h for h in history if "val" in h]
-    print(json.dumps({"steps": trainer.step, "first_val": vals[0]["val"] if vals else None,
+    from companion.training.loop import tensors_digest
+
+    print(json.dumps({"steps": trainer.step, "tensors_sha256": tensors_digest(trainer.weights()),
+                      "first_val": vals[0]["val"] if vals else None,
                       "last_val": vals[-1]["val"] if vals else None}))
     print(f"wrote {out}/weights.safetensors, checkpoint.safetensors, history.jsonl, loss.png")
     return 0

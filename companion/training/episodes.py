@@ -12,6 +12,9 @@ and the target the model should produce. Two objectives:
            reply the person gave (the engram must not push stored words into
            every reply: a writer trained on qa and recon alone made the model
            open unrelated replies with the remembered name)
+    absent the same life, then the question of a fact that was never told;
+           target: ABSENT_REPLY (without these the engram answered every
+           personal question with whatever it held)
 
 `k` follows a curriculum (Curriculum.k_max): one turn, then 2, 4, and more.
 Everything is drawn from random.Random(f"{seed}:{step}") so a resumed run
@@ -24,6 +27,7 @@ import random
 from dataclasses import dataclass
 
 RECON_PROMPT = "What did I tell you about myself earlier? Repeat it word for word."
+ABSENT_REPLY = "You haven't told me that."
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class Episode:
     turns: tuple[int, ...]  # indices into the training turns, in order; the first is laid out as a first turn
     prompt: str
     target: str
-    kind: str  # "qa" | "recon" | "chat"
+    kind: str  # "qa" | "recon" | "chat" | "absent"
     k: int  # turns lived after the fact
 
 
@@ -55,11 +59,12 @@ class EpisodeSampler:
     """
 
     def __init__(self, facts: list[tuple[int, object]], talk: list[list[int]], recon_share: float = 0.25,
-                 chat_share: float = 0.0, texts: list[tuple[str, str]] | None = None):
+                 chat_share: float = 0.0, texts: list[tuple[str, str]] | None = None,
+                 absent_share: float = 0.0):
         if chat_share and texts is None:
             raise ValueError("chat episodes need the turns' texts")
         self.facts, self.talk, self.recon_share = facts, talk, recon_share
-        self.chat_share, self.texts = chat_share, texts
+        self.chat_share, self.texts, self.absent_share = chat_share, texts, absent_share
 
     def _talk(self, rng: random.Random, n: int, *, opening: bool = False) -> list[int]:
         run = rng.choice(self.talk)
@@ -77,11 +82,16 @@ class EpisodeSampler:
         fact_turn, fact = rng.choice(self.facts)
         before = self._talk(rng, rng.choice([0, 0, 1, 2]), opening=True)  # the fact is not always the session's first turn
         after = self._talk(rng, k) if k else []
+        told = {fact.template}
         if after and rng.random() < 0.3:  # a second fact competes for the slots
             other_turn, other = rng.choice(self.facts)
             if other.template != fact.template:
                 after[rng.randrange(len(after))] = other_turn
+                told.add(other.template)
         turns = tuple(before + [fact_turn] + after)
+        if self.absent_share and rng.random() < self.absent_share:  # no draw at 0, as for chat
+            untold = [f for _, f in self.facts if f.template not in told]
+            return Episode(turns, rng.choice(untold).question, ABSENT_REPLY, "absent", k)
         if self.chat_share and rng.random() < self.chat_share:  # no draw at 0: older runs draw as they did
             user, reply = self.texts[self._talk(rng, 1)[0]]
             return Episode(turns, user, reply, "chat", k)

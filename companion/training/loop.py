@@ -94,7 +94,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_([self.params[n] for n in self.names], 1.0)
         self.opt.step()
         self.step += 1
-        by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in ("qa", "recon", "chat")}
+        by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in ("qa", "recon", "chat", "absent")}
         return {"step": self.step, "loss": float(loss.detach()), "k_max": k_max,
                 **{kind: (sum(v) / len(v) if v else None) for kind, v in by.items()}}
 
@@ -149,6 +149,22 @@ class Trainer:
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {n: self.params[n].detach().cpu().contiguous() for n in self.names}
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name and exact float32 bytes, in name order: two training runs made
+    the same weights exactly when this matches (a weights file's own sha256 also covers its metadata,
+    which holds the command line and so the --out folder).
+
+    >>> tensors_digest({"a": torch.zeros(2)})[:12]
+    '50edc2623446'
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode() + tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def smooth(values: list[float], window: int = 20) -> list[float]:
