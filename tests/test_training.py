@@ -224,3 +224,33 @@ def test_chat_episodes_end_in_a_real_chat_line_and_leave_the_other_draws_alone()
     from companion.training.episodes import EpisodeSampler
     with pytest.raises(ValueError, match="texts"):
         EpisodeSampler(plain.train.facts, plain.train.talk, chat_share=0.2)
+
+
+def test_absent_episodes_ask_about_a_fact_never_told_in_that_life():
+    from companion.training.episodes import ABSENT_REPLY
+
+    talk = generated_conversations(2, 6)
+    data = build_data(seed=0, facts=20, talk=0, val_facts=4, talk_runs=talk, absent_share=0.5)
+    by_turn = dict(data.train.facts)
+    questions = {f.question: f.template for _, f in data.train.facts}
+    absent = [e for step in range(10) for e in data.train.batch(0, step, 8, 4) if e.kind == "absent"]
+    assert len(absent) > 10
+    for e in absent:
+        told = {by_turn[t].template for t in e.turns if t in by_turn}
+        assert e.target == ABSENT_REPLY and questions[e.prompt] not in told
+
+
+def test_tensors_digest_is_exact():
+    from companion.training.loop import tensors_digest
+
+    a = {"x": torch.ones(3), "y": torch.zeros(2)}
+    assert tensors_digest(a) == tensors_digest({"y": torch.zeros(2), "x": torch.ones(3)})
+    assert tensors_digest(a) != tensors_digest({"x": torch.ones(3) + 1e-7, "y": torch.zeros(2)})
+
+
+def test_examples_in_the_docstrings():
+    import doctest
+
+    from companion.training import episodes, loop
+    for module in (M, T, loop, episodes):
+        assert doctest.testmod(module).failed == 0, module.__name__
