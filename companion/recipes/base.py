@@ -104,6 +104,9 @@ class Recipe:
 # name is a session from before recipes existed). Chosen by companion.harness.verdict's rule on
 # `scripts/degradation.py --recipes seed select-deep select-sticky --cycles 0 1 --trials 20`:
 # recall at k=1 10/20 [30-70%] against seed's 0/20 [0-16%] (docs/RESULTS.md, "Recipes").
+# select-mapped passes the same rule against select-sticky (55/60 against 19/60 at k=1) and is not
+# the default: it speaks the remembered fact into replies that have nothing to do with it (a foreign
+# engram's answer in 55 of 60 replies about another fact; select-sticky 8 of 60).
 DEFAULT = "select-sticky"
 _REGISTRY: dict[str, Recipe] = {}
 

@@ -61,6 +61,9 @@ register(Recipe("select-trained", "select-sticky's token states re-weighted by a
 register(Recipe("select-trained-hard", "select-trained's weights, but each slot takes the one state its trained "
                 "attention weights most (no mixture), written back at layer L inside the user message",
                 Anchored(hard=True), FramedReader(at_layer=True), fixed=fixed_builders()))
+# Recalls far more than select-sticky, but also says what it holds where it was not asked about
+# (docs/RESULTS.md, "A trained map"), so it is opt-in, not the default.
 register(Recipe("select-mapped", "select-sticky's token states, each kept whole and nudged by a trained low-rank "
                 "map when it enters (the model frozen; shipped weights pinned by sha256), written back at layer L "
-                "inside the user message", Mapped(), FramedReader(at_layer=True), fixed=fixed_builders(MAPPED_WEIGHTS)))
+                "inside the user message; recalls most planted facts, but often repeats them unasked",
+                Mapped(), FramedReader(at_layer=True), fixed=fixed_builders(MAPPED_WEIGHTS)))
