@@ -254,3 +254,31 @@ def test_examples_in_the_docstrings():
     from companion.training import episodes, loop
     for module in (M, T, loop, episodes):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_a_mapped_session_round_trips_and_other_weights_are_refused(tiny_lm, tmp_path, monkeypatch):
+    from companion.service import Companion
+    from companion.transfer import export_session, import_session
+    from memory_store import open_store
+
+    trained = M.init_map(64, seed=3)
+    trained["b"] = torch.randn(M.RANK, 64, generator=torch.Generator().manual_seed(1)) * 0.1  # not the identity
+    path = tmp_path / "m.safetensors"
+    save_file(trained, str(path))
+    monkeypatch.setenv(M.MAPPED_WEIGHTS.env, str(path))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    comp = Companion(db_url=url, lm=tiny_lm, config=MAPPED, max_new_tokens=3, quiet=True)
+    comp.say("s", "I drive a van I call Zorbo.")
+    comp.say("s", "Nice weather.")
+    comp.close()
+    export_session(open_store(url), "s", tmp_path / "s.engram")
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    import_session(open_store(other), tmp_path / "s.engram")
+    moved = Companion(db_url=other, lm=tiny_lm, quiet=True)
+    assert moved.show("s")[0]["cycle"] == 2
+    moved.say("s", "Still here?")
+    moved.close()
+    save_file(M.init_map(64, seed=3), str(tmp_path / "identity.safetensors"))
+    monkeypatch.setenv(M.MAPPED_WEIGHTS.env, str(tmp_path / "identity.safetensors"))
+    with pytest.raises(Exception, match="fixed tensors"):
+        Companion(db_url=url, lm=tiny_lm, max_new_tokens=3, quiet=True).say("s", "hello")

@@ -2,7 +2,7 @@
 
 An episode is a list of turns (indices into the training turns: chit-chat,
 conv-26 and planted-fact statements), the prompt asked after the last one,
-and the target the model should produce. Two objectives:
+and the target the model should produce. The kinds of episode:
 
     qa     a planted fact, k turns of other talk (sometimes a second fact),
            then its question; target: the answer
