@@ -68,10 +68,11 @@ def main(argv=None) -> int:
     p.add_argument("--talk", type=int, default=400, help="chit-chat turns (plus part of conv-26)")
     p.add_argument("--chat-share", type=float, default=0.0,
                    help="part of the episodes that end in an unrelated chat line, its real reply the target "
-                        "(keeps the engram out of replies it has nothing to do with)")
+                        "(meant to keep the engram out of unrelated replies; measured: it did not, docs/RESULTS.md)")
     p.add_argument("--absent-share", type=float, default=0.0,
                    help="part of the episodes that end in the question of a fact never told, the target "
-                        "\"You haven't told me that.\" (keeps the engram from answering what it does not hold)")
+                        "\"You haven't told me that.\" (meant to keep the engram from answering what it does not hold; "
+                        "measured: recall and intrusions fell together, docs/RESULTS.md)")
     p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
     p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
     p.add_argument("--threads", type=int, default=None)

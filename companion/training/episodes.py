@@ -11,10 +11,11 @@ and the target the model should produce. The kinds of episode:
     chat   the same life, then an unrelated line of real chat; target: the
            reply the person gave (the engram must not push stored words into
            every reply: a writer trained on qa and recon alone made the model
-           open unrelated replies with the remembered name)
+           open unrelated replies with the remembered name; measured, these
+           episodes did not stop it: docs/RESULTS.md, "A trained map")
     absent the same life, then the question of a fact that was never told;
            target: ABSENT_REPLY (without these the engram answered every
-           personal question with whatever it held)
+           personal question with whatever it held; with them too, mostly)
 
 `k` follows a curriculum (Curriculum.k_max): one turn, then 2, 4, and more.
 Everything is drawn from random.Random(f"{seed}:{step}") so a resumed run
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 RECON_PROMPT = "What did I tell you about myself earlier? Repeat it word for word."
 ABSENT_REPLY = "You haven't told me that."
+KINDS = ("qa", "recon", "chat", "absent")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Episode:
     turns: tuple[int, ...]  # indices into the training turns, in order; the first is laid out as a first turn
     prompt: str
     target: str
-    kind: str  # "qa" | "recon" | "chat" | "absent"
+    kind: str  # one of KINDS
     k: int  # turns lived after the fact
 
 

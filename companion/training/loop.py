@@ -14,6 +14,7 @@ identity).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from ..rows import padded, writing
 from ..config import ConfigError
 from ..recipes.base import Placement
-from .episodes import Curriculum, Episode
+from .episodes import KINDS, Curriculum, Episode
 
 RECON_TARGET_TOKENS = 24  # a statement is cut here: the engram need not hold a whole paragraph
 
@@ -94,7 +95,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_([self.params[n] for n in self.names], 1.0)
         self.opt.step()
         self.step += 1
-        by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in ("qa", "recon", "chat", "absent")}
+        by = {kind: [float(x) for x, e in zip(losses.detach(), eps) if e.kind == kind] for kind in KINDS}
         return {"step": self.step, "loss": float(loss.detach()), "k_max": k_max,
                 **{kind: (sum(v) / len(v) if v else None) for kind, v in by.items()}}
 
@@ -159,8 +160,6 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     >>> tensors_digest({"a": torch.zeros(2)})[:12]
     '50edc2623446'
     """
-    import hashlib
-
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode() + tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
