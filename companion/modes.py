@@ -80,6 +80,13 @@ def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int =
     def transcript(m, q, f):
         return Prompt(None, format_turns(_fit(m.turns, context_chars)) or None)
 
+    def foreign_transcript(m, q, f):
+        # The foreign engram's control in text: does the words of an unrelated session, in front
+        # of a question they do not answer, make the model say what they hold?
+        if f is None:
+            raise ValueError("the foreign-transcript mode needs an unrelated session")
+        return Prompt(None, format_turns(_fit(f.turns, context_chars)) or None)
+
     def recent(m, q, f):
         return Prompt(None, format_turns(_fit(m.turns[-recent_turns:], context_chars)) or None)
 
@@ -91,12 +98,13 @@ def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int =
 
     modes = [Mode("engram", engram, True), Mode("none", none), Mode("foreign", foreign, True),
              Mode("transcript", transcript), Mode("recent", recent), Mode("retrieval", retrieval),
-             Mode("engram+retrieval", both, True)]
+             Mode("engram+retrieval", both, True), Mode("foreign-transcript", foreign_transcript)]
     return {m.name: m for m in modes}
 
 
-MODE_NAMES = tuple(make_modes())  # the kinds, in report order
-KINDS = MODE_NAMES
+KINDS = tuple(make_modes())  # every kind, in report order
+OPT_IN = ("foreign-transcript",)  # asked only when named (the intrusion control; not in older runs)
+MODE_NAMES = tuple(k for k in KINDS if k not in OPT_IN)  # the kinds a run asks by default
 ENGRAM_KINDS = frozenset(m.name for m in make_modes().values() if m.uses_engram)
 ALIASES = {"seed-engram": "engram", "foreign-engram": "foreign"}  # the names before recipes had rows
 

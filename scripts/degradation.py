@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main(argv: list[str] | None = None) -> int:
     from companion.harness import FULL, QUICK
     from companion.harness.facts import FACT_SETS
-    from companion.modes import ALIASES, MODE_NAMES
+    from companion.modes import ALIASES, KINDS, MODE_NAMES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/degradation", help="output folder (resumes what is there)")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trials", type=int, default=None, help=f"trials per cell (quick {QUICK['trials']}, full {FULL['trials']})")
     p.add_argument("--cycles", type=int, nargs="+", default=None, help="checkpoints k (distractor turns)")
-    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=[*MODE_NAMES, *ALIASES],
+    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=[*KINDS, *ALIASES],
                    help="mode kinds; engram, foreign and engram+retrieval get one row per recipe")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--recipes", nargs="+", default=None, metavar="NAME",

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from companion.locomo import RunSettings, default_data_dir, load, run, write  # noqa: E402
-from companion.modes import ALIASES, MODE_NAMES, recipe_list  # noqa: E402
+from companion.modes import ALIASES, KINDS, MODE_NAMES, recipe_list  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=None,
                    help="a LoCoMo JSON file or a folder of them (default: $COMPANION_LOCOMO or ../shared/data/locomo-dev)")
     p.add_argument("--limit", type=int, default=50, help="questions per conversation, balanced by category (0: all)")
-    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=[*MODE_NAMES, *ALIASES],
+    p.add_argument("--modes", nargs="+", default=list(MODE_NAMES), choices=[*KINDS, *ALIASES],
                    help=f"mode kinds (default: {' '.join(MODE_NAMES)}); the engram kinds get a row per recipe")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--recipes", nargs="+", default=None, metavar="NAME",

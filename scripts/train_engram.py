@@ -44,7 +44,8 @@ def _plot(history: list[dict], out: Path) -> None:
     if steps:
         ax.plot([h["step"] for h in steps], smooth([h["loss"] for h in steps]), label="train loss (20-step mean)")
     for k in (vals[0]["val"] if vals else {}):
-        ax.plot([h["step"] for h in vals], [h["val"][k] for h in vals], marker="o", label=f"held-out answer NLL, k={k}")
+        ax.plot([h["step"] for h in vals], [h["val"][k] for h in vals], marker="o", label=f"held-out answer NLL, k={k}" if k.isdigit()
+                else "own no-memory reply NLL, unrelated question, k=1")
     ax.set_xlabel("step")
     ax.set_ylabel("NLL (nats per token)")
     ax.legend()
@@ -73,6 +74,9 @@ def main(argv=None) -> int:
                    help="part of the episodes that end in the question of a fact never told, the target "
                         "\"You haven't told me that.\" (meant to keep the engram from answering what it does not hold; "
                         "measured: recall and intrusions fell together, docs/RESULTS.md)")
+    p.add_argument("--quiet-share", type=float, default=0.0,
+                   help="part of the episodes that end in a prompt the engram was not told about (half a never-told "
+                        "fact's question, half an unrelated chat line), the model's own no-memory reply the target")
     p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
     p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
     p.add_argument("--threads", type=int, default=None)
@@ -104,7 +108,8 @@ def main(argv=None) -> int:
             raise ConfigError(f"recipe {args.recipe!r} has no trainable writer")
         engine = Engine(lm, config, fixed=writer.init_params(lm.hidden_size, seed=args.seed))
         data = build_data(seed=args.seed, facts=args.facts, talk=args.talk, locomo=args.data,
-                          chat_share=args.chat_share, absent_share=args.absent_share)
+                          chat_share=args.chat_share, absent_share=args.absent_share,
+                          quiet_share=args.quiet_share)
         bank_path = out / "bank.safetensors"
         bank = TurnBank.load(bank_path) if bank_path.is_file() else None
         if bank is None or bank.turns != data.turns:

@@ -59,3 +59,19 @@ def test_intrusions_count_the_foreign_engrams_own_answer_in_foreign_rows_only():
     assert list(got) == ["foreign:x"]
     assert (got["foreign:x"]["1"]["correct"], got["foreign:x"]["1"]["trials"]) == (2, 4)
     assert got["foreign:x"]["1"]["low"] < 0.5 < got["foreign:x"]["1"]["high"]
+
+
+def test_the_foreign_transcript_holds_the_other_sessions_words_and_counts_as_an_intrusion_row():
+    from companion.harness.summary import intrusions
+    from companion.modes import MODE_NAMES, Memory, make_modes
+
+    own = Memory(turns=[("My cactus is called Vornelk.", "Nice!")])
+    other = Memory(turns=[("We married on July 12.", "Congratulations!")])
+    p = make_modes()["foreign-transcript"].prompt(own, "What is my cactus called?", other)
+    assert p.engram is None and "July 12" in p.context and "Vornelk" not in p.context
+    assert "foreign-transcript" not in MODE_NAMES  # opt-in: default runs ask what they asked before
+    trials = [{"foreign_fact": {"answer": "July 12"},
+               "probes": [{"k": 0, "answers": {"foreign-transcript": {"reply": "July 12?"},
+                                               "transcript": {"reply": "July 12?"}}}]}]
+    got = intrusions(trials, ["transcript", "foreign-transcript"], [0])
+    assert list(got) == ["foreign-transcript"] and got["foreign-transcript"]["0"]["correct"] == 1

@@ -240,6 +240,33 @@ def test_absent_episodes_ask_about_a_fact_never_told_in_that_life():
         assert e.target == ABSENT_REPLY and questions[e.prompt] not in told
 
 
+def test_quiet_episodes_ask_what_was_never_told_and_target_the_models_own_reply(setup):
+    from companion.batch import answer_many
+    from companion.training.episodes import QUIET
+
+    eng, plain, bank = setup
+    talk = generated_conversations(2, 6)
+    data = build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=talk, quiet_share=0.5)
+    assert data.turns == plain.turns
+    by_turn = dict(data.train.facts)
+    questions = {f.question: f.template for _, f in data.train.facts}
+    talk_users = {u for run in talk for u, _ in run}
+    quiet = [e for step in range(10) for e in data.train.batch(0, step, 8, 4) if e.kind == "quiet"]
+    assert len(quiet) > 10 and {e.prompt in talk_users for e in quiet} == {True, False}  # both halves drawn
+    for e in quiet:
+        told = {by_turn[t].template for t in e.turns if t in by_turn}
+        assert e.target == QUIET and (e.prompt in talk_users or questions[e.prompt] not in told)
+    tr = Trainer(eng, bank, data, seed=0, steps=10, batch=4)
+    e = quiet[0]
+    assert tr.own_reply(e.prompt) == answer_many(eng, [None], [e.prompt], max_new_tokens=24)[0]
+    # the target is that reply: its loss is the NLL of those tokens, not of the empty placeholder
+    with torch.no_grad():
+        got = float(tr.losses([e])[0])
+        want = float(tr.losses([type(e)(e.turns, e.prompt, tr.own_reply(e.prompt), "qa", e.k)])[0])
+    assert got == want
+    assert "quiet1" in tr.validate(ks=(1,), per_k=2)
+
+
 def test_tensors_digest_is_exact():
     from companion.training.loop import tensors_digest
 

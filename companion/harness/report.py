@@ -61,7 +61,8 @@ def recall_table(results: dict) -> str:
     intr = results.get("intrusions", {})
     if any(c["trials"] for by_k in intr.values() for c in by_k.values()):
         lines += ["", "Intrusions: a foreign engram's own answer in the reply to a question about another fact "
-                  "(lower is better; the engram speaking where it was not asked). Cells as for recall.", "",
+                  "(lower is better; the engram speaking where it was not asked; the foreign-transcript row: "
+                  "the same with that session's words in front of the question). Cells as for recall.", "",
                   *_header(ks, "row")]
         for mode, by_k in intr.items():
             lines.append(f"| {mode} | " + " | ".join(_cell(by_k[k]) if k in by_k else "–" for k in ks) + " |")

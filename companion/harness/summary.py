@@ -92,14 +92,16 @@ def aggregate(trials: list[dict], rows: list[str], cycles: list[int]) -> tuple[d
 
 
 def intrusions(trials: list[dict], rows: list[str], cycles: list[int]) -> dict:
-    """Per foreign-engram row and k: replies that say the answer of the fact the foreign engram holds.
+    """Per foreign row and k: replies that say the answer of the fact the foreign engram holds (and,
+    in the foreign-transcript row, the foreign session's words: the same intrusion through text).
 
     The question asked there is about the trial's own fact, which that engram never saw, so its
     own answer has nothing to do in the reply: an engram that pushes what it holds into unrelated
     replies scores high (a first trained map said the other session's name 55 times in 60), one that
     stays quiet when it is not asked about scores 0. No memory is the floor (0 by construction).
     """
-    counts = {m: {str(k): {"correct": 0, "trials": 0} for k in cycles} for m in rows if m.startswith("foreign:")}
+    counts = {m: {str(k): {"correct": 0, "trials": 0} for k in cycles} for m in rows
+              if m.startswith("foreign:") or m == "foreign-transcript"}
     for t in trials:
         other = t.get("foreign_fact")
         if not other:

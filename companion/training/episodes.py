@@ -16,6 +16,11 @@ and the target the model should produce. The kinds of episode:
     absent the same life, then the question of a fact that was never told;
            target: ABSENT_REPLY (without these the engram answered every
            personal question with whatever it held; with them too, mostly)
+    quiet  the same life, then a prompt the engram has nothing to do with (half
+           the question of a fact never told, half an unrelated chat line);
+           target: the frozen model's own greedy reply to it with no memory
+           (QUIET, filled in by the trainer): with a memory it was not asked
+           about, the model should say what it says without one
 
 `k` follows a curriculum (Curriculum.k_max): one turn, then 2, 4, and more.
 Everything is drawn from random.Random(f"{seed}:{step}") so a resumed run
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 
 RECON_PROMPT = "What did I tell you about myself earlier? Repeat it word for word."
 ABSENT_REPLY = "You haven't told me that."
-KINDS = ("qa", "recon", "chat", "absent")
+KINDS = ("qa", "recon", "chat", "absent", "quiet")
+QUIET = ""  # the target of a quiet episode until the trainer puts the model's own reply there
 
 
 @dataclass(frozen=True)
@@ -62,11 +68,12 @@ class EpisodeSampler:
 
     def __init__(self, facts: list[tuple[int, object]], talk: list[list[int]], recon_share: float = 0.25,
                  chat_share: float = 0.0, texts: list[tuple[str, str]] | None = None,
-                 absent_share: float = 0.0):
-        if chat_share and texts is None:
-            raise ValueError("chat episodes need the turns' texts")
+                 absent_share: float = 0.0, quiet_share: float = 0.0):
+        if (chat_share or quiet_share) and texts is None:
+            raise ValueError("chat and quiet episodes need the turns' texts")
         self.facts, self.talk, self.recon_share = facts, talk, recon_share
         self.chat_share, self.texts, self.absent_share = chat_share, texts, absent_share
+        self.quiet_share = quiet_share
 
     def _talk(self, rng: random.Random, n: int, *, opening: bool = False) -> list[int]:
         run = rng.choice(self.talk)
@@ -81,16 +88,9 @@ class EpisodeSampler:
 
     def draw_at(self, rng: random.Random, k: int) -> Episode:
         """An episode with exactly k turns after the fact."""
-        fact_turn, fact = rng.choice(self.facts)
-        before = self._talk(rng, rng.choice([0, 0, 1, 2]), opening=True)  # the fact is not always the session's first turn
-        after = self._talk(rng, k) if k else []
-        told = {fact.template}
-        if after and rng.random() < 0.3:  # a second fact competes for the slots
-            other_turn, other = rng.choice(self.facts)
-            if other.template != fact.template:
-                after[rng.randrange(len(after))] = other_turn
-                told.add(other.template)
-        turns = tuple(before + [fact_turn] + after)
+        turns, fact, told = self._life(rng, k)
+        if self.quiet_share and rng.random() < self.quiet_share:  # no draw at 0: older runs draw as they did
+            return self._quiet(rng, turns, told, k)
         if self.absent_share and rng.random() < self.absent_share:  # no draw at 0, as for chat
             untold = [f for _, f in self.facts if f.template not in told]
             return Episode(turns, rng.choice(untold).question, ABSENT_REPLY, "absent", k)
@@ -100,6 +100,31 @@ class EpisodeSampler:
         if rng.random() < self.recon_share:
             return Episode(turns, RECON_PROMPT, fact.statement, "recon", k)
         return Episode(turns, fact.question, fact.answer, "qa", k)
+
+    def quiet_at(self, rng: random.Random, k: int) -> Episode:
+        """A quiet episode with exactly k turns after the fact (validation)."""
+        turns, _, told = self._life(rng, k)
+        return self._quiet(rng, turns, told, k)
+
+    def _life(self, rng: random.Random, k: int) -> tuple[tuple[int, ...], object, set]:
+        """The turns lived (a fact, k turns after it), the fact asked about, the templates told."""
+        fact_turn, fact = rng.choice(self.facts)
+        before = self._talk(rng, rng.choice([0, 0, 1, 2]), opening=True)  # the fact is not always the session's first turn
+        after = self._talk(rng, k) if k else []
+        told = {fact.template}
+        if after and rng.random() < 0.3:  # a second fact competes for the slots
+            other_turn, other = rng.choice(self.facts)
+            if other.template != fact.template:
+                after[rng.randrange(len(after))] = other_turn
+                told.add(other.template)
+        return tuple(before + [fact_turn] + after), fact, told
+
+    def _quiet(self, rng: random.Random, turns: tuple[int, ...], told: set, k: int) -> Episode:
+        if self.texts is not None and rng.random() < 0.5:
+            prompt = self.texts[self._talk(rng, 1)[0]][0]
+        else:
+            prompt = rng.choice([f for _, f in self.facts if f.template not in told]).question
+        return Episode(turns, prompt, QUIET, "quiet", k)
 
     def batch(self, seed: int, step: int, size: int, k_max: int) -> list[Episode]:
         rng = random.Random(f"{seed}:{step}")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..rows import padded, writing
 from ..config import ConfigError
 from ..recipes.base import Placement
-from .episodes import KINDS, Curriculum, Episode
+from .episodes import KINDS, QUIET, Curriculum, Episode
 
 RECON_TARGET_TOKENS = 24  # a statement is cut here: the engram need not hold a whole paragraph
 
@@ -49,6 +49,9 @@ def answer_losses(engine, engrams: list, prompts: list[str], targets: list[str])
                               logits_to_keep=keep).logits
     out = []
     for i, tgt in enumerate(tgts):
+        if not tgt:  # nothing to say (a model's own empty reply): no loss, and no NaN in the mean
+            out.append(logits[i, -1, 0].float() * 0)
+            continue
         pred = logits[i, keep - 1 - len(tgt): keep - 1].float()
         out.append(F.cross_entropy(pred, torch.tensor(tgt, device=pred.device)))
     return torch.stack(out)
@@ -72,6 +75,18 @@ class Trainer:
                        for n in self.names}
         self.opt = torch.optim.Adam([self.params[n] for n in self.names], lr=lr)
         self.step = 0
+        self._own: dict[str, str] = {}
+
+    def own_reply(self, prompt: str) -> str:
+        """The frozen model's greedy reply to prompt with no memory: a quiet episode's target.
+        One prompt per pass, so the reply does not depend on what it was batched with."""
+        if prompt not in self._own:
+            from ..batch import answer_many
+
+            with torch.no_grad():
+                self._own[prompt] = answer_many(self.engine, [None], [prompt],
+                                                max_new_tokens=RECON_TARGET_TOKENS)[0]
+        return self._own[prompt]
 
     def engram_of(self, ep: Episode) -> torch.Tensor:
         engram = None
@@ -82,8 +97,10 @@ class Trainer:
         return engram
 
     def losses(self, episodes: list[Episode]) -> torch.Tensor:
+        targets = [self.own_reply(e.prompt) if e.kind == "quiet" and e.target == QUIET else e.target
+                   for e in episodes]
         return answer_losses(self.engine, [self.engram_of(e) for e in episodes], [e.prompt for e in episodes],
-                             [e.target for e in episodes])
+                             targets)
 
     def train_step(self) -> dict:
         k_max = self.curriculum.k_max(self.step)
@@ -100,12 +117,15 @@ class Trainer:
                 **{kind: (sum(v) / len(v) if v else None) for kind, v in by.items()}}
 
     @torch.no_grad()
-    def validate(self, ks=(1, 5, 10), per_k: int = 16) -> dict:
-        """Mean answer NLL of held-out-template facts after k turns (fixed episodes)."""
+    def validate(self, ks=(1, 5, 10), per_k: int = 16, quiet: bool = True) -> dict:
+        """Mean answer NLL of held-out-template facts after k turns (fixed episodes); with quiet, also
+        "quiet1": the NLL of the model's own no-memory reply to the question of a fact never told,
+        one turn after a held-out fact (how far the engram pulls replies it was not asked about)."""
         out = {}
-        for k in ks:
+        for k in (*ks, "quiet1") if quiet else ks:
             rng = random.Random(f"val:{self.seed}:{k}")
-            eps = [self.data.val.draw_at(rng, k) for _ in range(per_k)]
+            eps = ([self.data.val.quiet_at(rng, 1) for _ in range(per_k)] if k == "quiet1"
+                   else [self.data.val.draw_at(rng, k) for _ in range(per_k)])
             vals = []
             for s in range(0, len(eps), self.batch):
                 vals += self.losses(eps[s:s + self.batch]).tolist()
