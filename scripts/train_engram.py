@@ -79,6 +79,9 @@ def main(argv=None) -> int:
                         "fact's question, half an unrelated chat line), the model's own no-memory reply the target")
     p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
     p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
+    p.add_argument("--evaluate", metavar="WEIGHTS", default=None,
+                   help="train nothing: print the held-out validation NLLs (k=1, 5, 10 and quiet1) of this weights "
+                        "file, e.g. a shipped recipe's, on the --out folder's training data")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -117,6 +120,14 @@ def main(argv=None) -> int:
             with tqdm(total=jobs, desc="turn states", disable=args.no_progress, file=sys.stderr) as bar:
                 bank = TurnBank.build(engine, data.turns, data.firsts, progress=bar.update)
             bank.save(bank_path)
+        if args.evaluate:
+            from safetensors.torch import load_file
+
+            given = load_file(args.evaluate)
+            trainer = Trainer(engine, bank, data, seed=args.seed, steps=args.steps, batch=args.batch,
+                              params={n: given[n] for n in writer.param_names})
+            print(json.dumps({"weights": args.evaluate, "val": trainer.validate()}))
+            return 0
         trainer = Trainer(engine, bank, data, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr)
         ckpt, hist_path = out / "checkpoint.safetensors", out / "history.jsonl"
         if ckpt.is_file():

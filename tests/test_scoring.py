@@ -75,3 +75,25 @@ def test_the_foreign_transcript_holds_the_other_sessions_words_and_counts_as_an_
                                                "transcript": {"reply": "July 12?"}}}]}]
     got = intrusions(trials, ["transcript", "foreign-transcript"], [0])
     assert list(got) == ["foreign-transcript"] and got["foreign-transcript"]["0"]["correct"] == 1
+
+
+def test_the_rule_picks_a_recipe_that_recalls_more_unless_it_intrudes_more_than_the_text_would():
+    from companion.harness.summary import wilson
+    from companion.harness.verdict import verdict_lines
+    from companion.recipes.base import DEFAULT
+
+    def cell(right, n=60):
+        low, high = wilson(right, n)
+        return {"1": {"correct": right, "trials": n, "low": low, "high": high}}
+
+    recall = {f"engram:{DEFAULT}": cell(19), "engram:loud": cell(55), "engram:quiet": cell(40),
+              "engram:weak": cell(25)}
+    intr = {f"foreign:{DEFAULT}": cell(8), "foreign:loud": cell(55), "foreign:quiet": cell(12),
+            "foreign:weak": cell(3), "foreign-transcript": cell(10)}
+    lines = verdict_lines({"recall": recall, "answer_nll": {}, "intrusions": intr})
+    assert "**quiet**" in lines[0] and f"against {DEFAULT}" in lines[0]
+    assert any(x.startswith("- loud: fails: intrudes 55/60") for x in lines)
+    assert any(x.startswith("- weak: fails: recall 25/60") for x in lines)
+    # without intrusion counts the loudest recall wins, as issue 9's rule alone says
+    assert "**loud**" in verdict_lines({"recall": recall, "answer_nll": {}})[0]
+    assert verdict_lines({"recall": {"engram:weak": cell(3)}, "answer_nll": {}}) == []

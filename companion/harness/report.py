@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .verdict import verdict_lines
+
 DIAG_TITLES = {
     "cos_first": "cosine to the turn-1 engram",
     "cos_foreign": "cosine to another session's engram",
@@ -66,6 +68,9 @@ def recall_table(results: dict) -> str:
                   *_header(ks, "row")]
         for mode, by_k in intr.items():
             lines.append(f"| {mode} | " + " | ".join(_cell(by_k[k]) if k in by_k else "–" for k in ks) + " |")
+    verdict = verdict_lines(results)
+    if verdict:
+        lines += ["", *verdict]
     for recipe, diags in results.get("diagnostics", {}).items():
         lines += ["", f"Engram diagnostics, recipe {recipe} (mean ± sd over trials):", "", *_header(ks, "diagnostic")]
         for name, by_k in diags.items():
