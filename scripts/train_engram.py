@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     p.add_argument("--quiet-share", type=float, default=0.0,
                    help="part of the episodes that end in a prompt the engram was not told about (half a never-told "
                         "fact's question, half an unrelated chat line), the model's own no-memory reply the target")
+    p.add_argument("--avoid-weight", type=float, default=0.0,
+                   help="in quiet episodes, also push down the chance that the reply opens with the answer the "
+                        "engram holds (weight of that unlikelihood term)")
     p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
     p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
     p.add_argument("--evaluate", metavar="WEIGHTS", default=None,
@@ -128,7 +131,8 @@ def main(argv=None) -> int:
                               params={n: given[n] for n in writer.param_names})
             print(json.dumps({"weights": args.evaluate, "val": trainer.validate()}))
             return 0
-        trainer = Trainer(engine, bank, data, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr)
+        trainer = Trainer(engine, bank, data, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr,
+                          avoid_weight=args.avoid_weight)
         ckpt, hist_path = out / "checkpoint.safetensors", out / "history.jsonl"
         if ckpt.is_file():
             trainer.load(ckpt)

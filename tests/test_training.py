@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 import pytest
@@ -309,3 +310,39 @@ def test_a_mapped_session_round_trips_and_other_weights_are_refused(tiny_lm, tmp
     monkeypatch.setenv(M.MAPPED_WEIGHTS.env, str(tmp_path / "identity.safetensors"))
     with pytest.raises(Exception, match="fixed tensors"):
         Companion(db_url=url, lm=tiny_lm, max_new_tokens=3, quiet=True).say("s", "hello")
+
+
+def test_the_avoid_term_pushes_down_opening_with_the_held_answer(mapped_setup):
+    eng, plain, bank = mapped_setup
+    data = build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=generated_conversations(2, 6), quiet_share=1.0)
+    quiet = data.train.batch(0, 0, 4, 2)
+    held = {f.answer for _, f in data.train.facts}
+    assert all(e.kind == "quiet" and e.avoid in held for e in quiet)
+    plain_tr = Trainer(eng, bank, data, seed=0, steps=10, batch=4)
+    tr = Trainer(eng, bank, data, seed=0, steps=10, batch=4, lr=0.05, avoid_weight=1.0)
+    e = quiet[0]
+    ids = tr.openings(e.avoid, tr.own_reply(e.prompt))
+    assert ids and tok_first(eng, e.avoid) in ids + [tok_first(eng, tr.own_reply(e.prompt))]
+    with torch.no_grad():
+        nll, both = float(plain_tr.losses([e])[0]), float(tr.losses([e])[0])
+        assert both > nll == float(tr.losses([e], avoid=False)[0])  # the term adds -log(1 - p) > 0
+
+    def opening_p() -> float:
+        engram = tr.engram_of(e)
+        from companion.training.loop import answer_losses
+        with torch.no_grad():
+            # a huge weight makes the term (about weight * p) stand clear of float32 rounding
+            withp = float(answer_losses(eng, [engram], [e.prompt], [tr.own_reply(e.prompt)], [ids], 1e4)[0])
+            without = float(answer_losses(eng, [engram], [e.prompt], [tr.own_reply(e.prompt)])[0])
+        return 1 - math.exp((without - withp) / 1e4)  # p of opening with the held answer
+
+    before = opening_p()
+    for _ in range(3):  # steps on this episode's loss alone
+        tr.opt.zero_grad()
+        (tr.losses([e]) - tr.losses([e], avoid=False)).sum().backward()  # the avoid term's gradient alone
+        tr.opt.step()
+    assert opening_p() < before
+
+
+def tok_first(eng, text: str) -> int:
+    return eng.tokenizer(text, add_special_tokens=False)["input_ids"][0]

@@ -20,7 +20,11 @@ and the target the model should produce. The kinds of episode:
            the question of a fact never told, half an unrelated chat line);
            target: the frozen model's own greedy reply to it with no memory
            (QUIET, filled in by the trainer): with a memory it was not asked
-           about, the model should say what it says without one
+           about, the model should say what it says without one. `avoid` names
+           the fact's answer: with Trainer(avoid_weight=w) the loss also pushes
+           down the probability of opening the reply with it (an unlikelihood
+           term; the NLL of a 24-token reply alone left the first word, where
+           the remembered name came out, nearly unweighted)
 
 `k` follows a curriculum (Curriculum.k_max): one turn, then 2, 4, and more.
 Everything is drawn from random.Random(f"{seed}:{step}") so a resumed run
@@ -45,6 +49,7 @@ class Episode:
     target: str
     kind: str  # one of KINDS
     k: int  # turns lived after the fact
+    avoid: str = ""  # quiet episodes: the answer the engram holds, which this reply has no business saying
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class EpisodeSampler:
         """An episode with exactly k turns after the fact."""
         turns, fact, told = self._life(rng, k)
         if self.quiet_share and rng.random() < self.quiet_share:  # no draw at 0: older runs draw as they did
-            return self._quiet(rng, turns, told, k)
+            return self._quiet(rng, turns, told, k, fact.answer)
         if self.absent_share and rng.random() < self.absent_share:  # no draw at 0, as for chat
             untold = [f for _, f in self.facts if f.template not in told]
             return Episode(turns, rng.choice(untold).question, ABSENT_REPLY, "absent", k)
@@ -103,8 +108,8 @@ class EpisodeSampler:
 
     def quiet_at(self, rng: random.Random, k: int) -> Episode:
         """A quiet episode with exactly k turns after the fact (validation)."""
-        turns, _, told = self._life(rng, k)
-        return self._quiet(rng, turns, told, k)
+        turns, fact, told = self._life(rng, k)
+        return self._quiet(rng, turns, told, k, fact.answer)
 
     def _life(self, rng: random.Random, k: int) -> tuple[tuple[int, ...], object, set]:
         """The turns lived (a fact, k turns after it), the fact asked about, the templates told."""
@@ -119,12 +124,12 @@ class EpisodeSampler:
                 told.add(other.template)
         return tuple(before + [fact_turn] + after), fact, told
 
-    def _quiet(self, rng: random.Random, turns: tuple[int, ...], told: set, k: int) -> Episode:
+    def _quiet(self, rng: random.Random, turns: tuple[int, ...], told: set, k: int, held: str) -> Episode:
         if self.texts is not None and rng.random() < 0.5:
             prompt = self.texts[self._talk(rng, 1)[0]][0]
         else:
             prompt = rng.choice([f for _, f in self.facts if f.template not in told]).question
-        return Episode(turns, prompt, QUIET, "quiet", k)
+        return Episode(turns, prompt, QUIET, "quiet", k, avoid=held)
 
     def batch(self, seed: int, step: int, size: int, k_max: int) -> list[Episode]:
         rng = random.Random(f"{seed}:{step}")

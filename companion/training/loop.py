@@ -29,11 +29,14 @@ from .episodes import KINDS, QUIET, Curriculum, Episode
 RECON_TARGET_TOKENS = 24  # a statement is cut here: the engram need not hold a whole paragraph
 
 
-def answer_losses(engine, engrams: list, prompts: list[str], targets: list[str]) -> torch.Tensor:
+def answer_losses(engine, engrams: list, prompts: list[str], targets: list[str],
+                  avoid: list[list[int]] | None = None, avoid_weight: float = 0.0) -> torch.Tensor:
     """[B] per-token NLL of each target after its prompt, the engram placed by the recipe's reader.
 
     Differentiable in the engrams. Rows are left-padded so every target ends at the
-    last column, and logits are kept only for the target columns.
+    last column, and logits are kept only for the target columns. avoid: per row the
+    token ids the reply should not open with; each row's loss gains
+    avoid_weight * -log(1 - p(opening with one of them)) (unlikelihood).
     """
     tok = engine.tokenizer
     tgts = [tok(t, add_special_tokens=False)["input_ids"][:RECON_TARGET_TOKENS] for t in targets]
@@ -53,13 +56,17 @@ def answer_losses(engine, engrams: list, prompts: list[str], targets: list[str])
             out.append(logits[i, -1, 0].float() * 0)
             continue
         pred = logits[i, keep - 1 - len(tgt): keep - 1].float()
-        out.append(F.cross_entropy(pred, torch.tensor(tgt, device=pred.device)))
+        loss = F.cross_entropy(pred, torch.tensor(tgt, device=pred.device))
+        if avoid_weight and avoid and avoid[i]:
+            p = torch.softmax(pred[0], dim=-1)[avoid[i]].sum().clamp(max=1 - 1e-6)
+            loss = loss - avoid_weight * torch.log1p(-p)
+        out.append(loss)
     return torch.stack(out)
 
 
 class Trainer:
     def __init__(self, engine, bank, data, *, seed: int, steps: int, batch: int = 8, lr: float = 3e-3,
-                 params: dict | None = None):
+                 params: dict | None = None, avoid_weight: float = 0.0):
         writer = engine.writer
         if not hasattr(writer, "roll") or not engine.reader.depth_is_layer:
             raise ConfigError(f"recipe {engine.config.recipe!r} is not trainable here: it needs a writer with "
@@ -67,7 +74,7 @@ class Trainer:
         for p in engine.model.parameters():
             p.requires_grad_(False)
         self.engine, self.bank, self.data, self.writer = engine, bank, data, writer
-        self.seed, self.steps, self.batch = seed, steps, batch
+        self.seed, self.steps, self.batch, self.avoid_weight = seed, steps, batch, avoid_weight
         self.curriculum = Curriculum(steps)
         self.names = writer.param_names
         start = params or writer.init_params(engine.lm.hidden_size, seed=seed)
@@ -96,11 +103,24 @@ class Trainer:
                                       self.params)
         return engram
 
-    def losses(self, episodes: list[Episode]) -> torch.Tensor:
+    def losses(self, episodes: list[Episode], *, avoid: bool = True) -> torch.Tensor:
+        """[B] each episode's loss: its target's NLL (plus the unlikelihood term when avoid and the
+        trainer has an avoid_weight; validation leaves it out, so its numbers compare across runs)."""
         targets = [self.own_reply(e.prompt) if e.kind == "quiet" and e.target == QUIET else e.target
                    for e in episodes]
+        weight = self.avoid_weight if avoid else 0.0
+        avoid_ids = [self.openings(e.avoid, t) for e, t in zip(episodes, targets)] if weight else None
         return answer_losses(self.engine, [self.engram_of(e) for e in episodes], [e.prompt for e in episodes],
-                             targets)
+                             targets, avoid_ids, weight)
+
+    def openings(self, answer: str, reply: str) -> list[int]:
+        """The first tokens a reply opening with `answer` would have (as written, capitalised, lower
+        case, after a space), less the opening of the model's own reply."""
+        if not answer:
+            return []
+        first = lambda text: (self.engine.tokenizer(text, add_special_tokens=False)["input_ids"] or [None])[0]
+        ids = {first(v) for v in (answer, answer[:1].upper() + answer[1:], answer.lower(), " " + answer)}
+        return sorted(ids - {first(reply), None})
 
     def train_step(self) -> dict:
         k_max = self.curriculum.k_max(self.step)
@@ -128,7 +148,7 @@ class Trainer:
                    else [self.data.val.draw_at(rng, k) for _ in range(per_k)])
             vals = []
             for s in range(0, len(eps), self.batch):
-                vals += self.losses(eps[s:s + self.batch]).tolist()
+                vals += self.losses(eps[s:s + self.batch], avoid=False).tolist()
             out[str(k)] = sum(vals) / len(vals)
         return out
 
