@@ -227,10 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: COMPANION_DB, else a SQLite file in COMPANION_HOME)")
     sub = p.add_subparsers(dest="command", required=True)
 
+    from .recipes import DEFAULT
+
     def model_opts(sp):
         sp.add_argument("--model", default=None, help="Hugging Face id, local folder or .gguf path (default: embedded SmolLM2-135M)")
         sp.add_argument("--recipe", type=recipe_arg, default=None, metavar="NAME",
-                        help="engram recipe of a new session (default seed; `companion recipes` lists them)")
+                        help=f"engram recipe of a new session (default {DEFAULT}; `companion recipes` lists them)")
         sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
         sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
         sp.add_argument("--max-new-tokens", type=count_arg, default=200, help="longest reply in tokens (default 200)")
