@@ -9,7 +9,7 @@ from __future__ import annotations
 from .base import Recipe, register
 from .fixed import mean_state
 from .readers import FramedReader, PrefixReader
-from .mapped import MAPPED_WEIGHTS, Mapped
+from .mapped import MAPPED_WEIGHTS, QUIET_WEIGHTS, Mapped
 from .trained import Anchored, fixed_builders
 from .writers import ChunkMean, Select
 
@@ -67,3 +67,7 @@ register(Recipe("select-mapped", "select-sticky's token states, each kept whole 
                 "map when it enters (the model frozen; shipped weights pinned by sha256), written back at layer L "
                 "inside the user message; recalls most planted facts, but often repeats them unasked",
                 Mapped(), FramedReader(at_layer=True), fixed=fixed_builders(MAPPED_WEIGHTS)))
+register(Recipe("select-quiet", "select-mapped's kind of map, trained also to leave replies alone where the "
+                "engram was not asked about (the model frozen; shipped weights pinned by sha256), written back at "
+                "layer L inside the user message", Mapped(), FramedReader(at_layer=True),
+                fixed=fixed_builders(QUIET_WEIGHTS)))

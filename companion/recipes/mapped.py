@@ -43,6 +43,18 @@ MAPPED_WEIGHTS = Weights(
     MAP_PARAMS,
 )
 
+# The same map trained with quiet episodes as well (a prompt the engram was not told about, the
+# model's own no-memory reply the target, and a penalty on opening it with the answer the engram
+# holds: companion.training.episodes); pinned the same way. Made by
+# scripts/train_engram.py --recipe select-mapped --steps 200 --seed 0 --threads 1 --quiet-share 0.5 --avoid-weight 3
+# (the architecture is select-mapped's; docs/RESULTS.md, "A quiet map").
+QUIET_WEIGHTS = Weights(
+    Path(__file__).parent / "weights" / "select-quiet.safetensors",
+    "582a4fb05aefb37b271ffac674469a0e3941fc6f265bafb01b3f339ec6220652",
+    "COMPANION_QUIET_WEIGHTS",
+    MAP_PARAMS,
+)
+
 
 def init_map(hidden: int, rank: int = RANK, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random down-projection and a zero up-projection: the map starts as the identity."""
