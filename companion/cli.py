@@ -47,10 +47,12 @@ def _recipe(args) -> EngramConfig | None:
     The options describe the whole recipe (what is not given takes its default),
     so a new session is built with it and an existing session must match it.
     """
-    from .recipes import DEFAULT
+    from .recipes import PORTABLE
 
+    # --layer/--slots without --recipe: the training-free default, which fits any shape and model
+    # (a trained default's weights were made for one model's layer 16).
     given = {k: getattr(args, k) for k in ("recipe", "layer", "slots") if getattr(args, k, None) is not None}
-    return EngramConfig(**{"recipe": DEFAULT, **given}) if given else None
+    return EngramConfig(**{"recipe": PORTABLE, **given}) if given else None
 
 
 def _companion(args) -> Companion:
@@ -227,12 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: COMPANION_DB, else a SQLite file in COMPANION_HOME)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    from .recipes import DEFAULT
+    from .recipes import DEFAULT, PORTABLE
 
     def model_opts(sp):
         sp.add_argument("--model", default=None, help="Hugging Face id, local folder or .gguf path (default: embedded SmolLM2-135M)")
         sp.add_argument("--recipe", type=recipe_arg, default=None, metavar="NAME",
-                        help=f"engram recipe of a new session (default {DEFAULT}; `companion recipes` lists them)")
+                        help=f"engram recipe of a new session (default {DEFAULT} on the embedded model, {PORTABLE} "
+                             "on others or with --layer/--slots; `companion recipes` lists them)"
+                        if DEFAULT != PORTABLE else f"engram recipe of a new session (default {DEFAULT}; "
+                                                    "`companion recipes` lists them)")
         sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
         sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
         sp.add_argument("--max-new-tokens", type=count_arg, default=200, help="longest reply in tokens (default 200)")

@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A recipe that cannot run, or cannot run on this model."""
 
 
+class WrongModel(ConfigError):
+    """A recipe's fixed tensors were made for another model (a trained writer's hidden size)."""
+
+
 @dataclass(frozen=True)
 class EngramConfig:
     layer: int = 16  # hidden_states index: 0 is the embedding output, L is after block L

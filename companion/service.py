@@ -18,7 +18,7 @@ from .config import EngramConfig
 from .continuation import continuation_prompt
 from .crashpoints import crash_hooks, crash_point
 from .cycle import Engine, chat_ids
-from .recipes import DEFAULT, get_recipe
+from .recipes import default_for, get_recipe
 from .engram import mean_row_norm
 from .errors import CompanionError
 from .inputs import clean_input, clean_system  # noqa: F401  (clean_input: re-exported)
@@ -77,7 +77,7 @@ class Companion:
     def _recipe_for(self, chat) -> EngramConfig:
         """The session's own recipe; a different one asked for explicitly is refused."""
         if chat is None:
-            return self.requested_config or EngramConfig(recipe=DEFAULT)
+            return self.requested_config or EngramConfig(recipe=default_for(self.lm))
         stored = EngramConfig.from_dict(json.loads(chat.engram_config))
         if self.requested_config is not None and not self.requested_config.same_recipe(stored):
             diff = "; ".join(stored.differences(self.requested_config))
@@ -225,7 +225,7 @@ class Companion:
         return tensor
 
     def _check_width(self, chat, engram, config: EngramConfig | None = None) -> None:
-        want = get_recipe((config or EngramConfig(recipe=DEFAULT)).recipe).stored_width(self.lm.hidden_size)
+        want = get_recipe((config or EngramConfig(recipe=default_for(self.lm))).recipe).stored_width(self.lm.hidden_size)
         if engram is not None and engram.shape[-1] != want:
             raise CompanionError(f"refusing to inject the engram of session {chat.name!r}: its width "
                                  f"{engram.shape[-1]} does not match this model and recipe ({want}: hidden size "

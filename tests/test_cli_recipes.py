@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from companion import cli
 from companion.config import ConfigError, EngramConfig
-from companion.recipes import DEFAULT, get_recipe, recipe_names
+from companion.recipes import DEFAULT, PORTABLE, get_recipe, recipe_names
 from companion.service import Companion, CompanionError
 from companion.transfer import export_session, import_session
 from memory_store import ChatSession, Engram, crud, open_store
@@ -78,7 +78,7 @@ def test_recipes_json_lists_every_recipe_with_one_default(monkeypatch, capsys):
     assert cli.main(["recipes", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in table] == recipe_names()
-    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-sticky"]
+    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-quiet"]
     for r in table:
         recipe = get_recipe(r["name"])
         assert r["description"] == recipe.description
@@ -126,8 +126,8 @@ def test_select_deep_session_resumes_with_its_recipe_and_refuses_another(run, ur
     assert [tuple(e.shape) for e in engrams] == [(4, tiny_lm.hidden_size + 1)] * 3
     assert get_recipe("select-deep").stored_width(tiny_lm.hidden_size) == tiny_lm.hidden_size + 1
 
-    # seed named, or the default recipe implied by --layer/--slots alone
-    for other, want in ((["--recipe", "seed", *SMALL], "seed"), (["--layer", "2", "--slots", "4"], DEFAULT)):
+    # seed named, or the portable default implied by --layer/--slots alone
+    for other, want in ((["--recipe", "seed", *SMALL], "seed"), (["--layer", "2", "--slots", "4"], PORTABLE)):
         for command in (["say", "-s", "sd", "hi"], ["chat", "-s", "sd"]):
             code, out, err = run("--db", url, *command, *other)
             assert code == 1, (command, other, out, err)
@@ -145,12 +145,14 @@ def test_select_deep_session_resumes_with_its_recipe_and_refuses_another(run, ur
     comp.close()
 
 
-def test_new_session_gets_the_default_recipe(run, url):
+def test_new_session_gets_the_default_recipe_that_fits(run, url):
+    # --layer/--slots without --recipe: the portable default (a trained default's weights were made
+    # for the embedded model's layer 16; tests/test_real_path.py: the embedded model gets DEFAULT)
     assert run("--db", url, "say", "-s", "plain", *SMALL, "hi")[0] == 0
     store = open_store(url)
     config, _ = stored(store, "plain")
     store.close()
-    assert config.recipe == DEFAULT == "select-sticky"
+    assert config.recipe == PORTABLE == "select-sticky" != DEFAULT
     assert config.same_recipe(EngramConfig(layer=2, slots=4, recipe="select-sticky"))
 
 
@@ -281,7 +283,7 @@ def test_store_benchmark_records_the_recipe(tmp_path):
     assert config == SELECT and engrams[0].shape == (4, 65)
 
 
-TRAINED = {"select-trained", "select-trained-hard", "select-mapped"}  # shipped weights fit the embedded model only
+TRAINED = {"select-trained", "select-trained-hard", "select-mapped", "select-quiet"}  # shipped weights fit the embedded model only
 
 
 @pytest.mark.parametrize("name", recipe_names())

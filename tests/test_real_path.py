@@ -134,6 +134,13 @@ def test_resume_with_other_recipe_is_refused(companion_home, embedded_lm, db):
     assert res.returncode == 1
     assert "layer: 16 -> 8" in res.stderr and "new session" in res.stderr
     assert stored_engrams(db, "r")[0] == 1
+    # with no recipe options the embedded model gets the default recipe itself (its weights fit)
+    from companion.recipes import DEFAULT
+
+    store = open_store(db)
+    with store.session() as s:
+        assert json.loads(crud.get_session(s, name="r").engram_config)["recipe"] == DEFAULT
+    store.close()
 
 
 def test_repl_scripted_end_to_end(companion_home, embedded_lm, db):

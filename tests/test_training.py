@@ -346,3 +346,20 @@ def test_the_avoid_term_pushes_down_opening_with_the_held_answer(mapped_setup):
 
 def tok_first(eng, text: str) -> int:
     return eng.tokenizer(text, add_special_tokens=False)["input_ids"][0]
+
+
+def test_new_sessions_get_a_trained_default_only_where_its_weights_fit(tiny_lm, tmp_path, monkeypatch):
+    from companion.recipes import base
+
+    monkeypatch.setattr(base, "DEFAULT", "select-mapped")
+    monkeypatch.delenv(M.MAPPED_WEIGHTS.env, raising=False)
+    assert base.default_for(tiny_lm) == base.PORTABLE  # the shipped map is for hidden size 576
+    fits = tmp_path / "tiny-map.safetensors"
+    save_file(M.init_map(64, seed=1), str(fits))
+    monkeypatch.setenv(M.MAPPED_WEIGHTS.env, str(fits))
+    assert base.default_for(tiny_lm) == "select-mapped"
+    # a damaged shipped file is an error to report, not a reason to fall back quietly
+    monkeypatch.delenv(M.MAPPED_WEIGHTS.env)
+    monkeypatch.setattr(M.MAPPED_WEIGHTS, "sha256", "0" * 64)
+    with pytest.raises(ConfigError, match="not the shipped"):
+        base.default_for(tiny_lm)

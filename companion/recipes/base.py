@@ -101,14 +101,34 @@ class Recipe:
 
 
 # New sessions get this recipe (EngramConfig's own default stays "seed": a stored recipe without a
-# name is a session from before recipes existed). Chosen by companion.harness.verdict's rule on
-# `scripts/degradation.py --recipes seed select-deep select-sticky --cycles 0 1 --trials 20`:
-# recall at k=1 10/20 [30-70%] against seed's 0/20 [0-16%] (docs/RESULTS.md, "Recipes").
-# select-mapped passes the same rule against select-sticky (55/60 against 19/60 at k=1) and is not
-# the default: it speaks the remembered fact into replies that have nothing to do with it (a foreign
-# engram's answer in 55 of 60 replies about another fact; select-sticky 8 of 60).
-DEFAULT = "select-sticky"
+# name is a session from before recipes existed). Chosen by companion.harness.verdict's rule: first
+# select-sticky over seed (10/20 against 0/20 at k=1, docs/RESULTS.md "Recipes"), then select-quiet
+# over select-sticky on 60 held-out facts, `scripts/degradation.py --recipes select-sticky
+# select-mapped select-quiet --cycles 0 1 --trials 60 --modes engram foreign none transcript
+# retrieval foreign-transcript`: recall at k=1 40/60 [54-77%] against 19/60 [21-44%], and its
+# foreign engram says its own answer 15/60 [16-37%], not clearly above the foreign transcript's
+# 8/60 [7-24%] (the guard select-mapped fails: 55/60). docs/RESULTS.md, "A quiet map".
+DEFAULT = "select-quiet"
+# New sessions on a model DEFAULT's fixed tensors were not made for (a trained recipe's weights fit
+# the embedded model only), and sessions given --layer/--slots without --recipe, get this one.
+PORTABLE = "select-sticky"
 _REGISTRY: dict[str, Recipe] = {}
+
+
+def default_for(lm) -> str:
+    """The recipe a new session on this model gets: DEFAULT where its fixed tensors can be built for
+    it, else PORTABLE. Only "made for another model" falls back; any other failure (a changed weights
+    file) is raised, so it is reported rather than hidden."""
+    from types import SimpleNamespace
+
+    from ..config import WrongModel
+
+    try:
+        for build in get_recipe(DEFAULT).fixed.values():
+            build(SimpleNamespace(lm=lm))
+    except WrongModel:
+        return PORTABLE
+    return DEFAULT
 
 
 def register(recipe: Recipe) -> Recipe:

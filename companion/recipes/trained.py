@@ -37,7 +37,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..config import ConfigError, WrongModel
 from .base import Written
 from .writers import Select
 
@@ -156,7 +156,7 @@ def load_params(engine, spec: Weights = ANCHORED_WEIGHTS) -> dict[str, torch.Ten
         raise ConfigError(f"{path} lacks the trained writer's tensors {', '.join(missing)}")
     hidden, found = engine.lm.hidden_size, params[spec.names[0]].shape[0]
     if found != hidden:
-        raise ConfigError(f"the trained writer in {path} is for hidden size {found}, "
+        raise WrongModel(f"the trained writer in {path} is for hidden size {found}, "
                           f"this model's is {hidden}; train one for this model with scripts/train_engram.py --model")
     return params
 
