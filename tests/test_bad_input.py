@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from companion.recipes import DEFAULT, PORTABLE  # noqa: E402
 from memory_store import crud, open_store  # noqa: E402
 
 KEEP = "keep"
@@ -165,7 +166,8 @@ CASES = [
     Case("--max-new-tokens not positive", _say("-s", KEEP, "--max-new-tokens", "-5", "hi"),
          "argument --max-new-tokens: -5 is out of range", code=2),
     Case("other recipe for an existing session", _say("-s", KEEP, "--layer", "8", "hi"),
-         "different engram recipe (layer: 16 -> 8)"),
+         # --layer alone means the portable recipe at that layer (the session has the default)
+         f"different engram recipe (layer: 16 -> 8; recipe: {DEFAULT} -> {PORTABLE})"),
     Case("damaged engram in the session", _damaged_engram, "refusing to inject a damaged engram: session 'keep' cycle 1"),
     Case("show an unknown session", lambda c: {"args": ["show", "nobody"]}, "no session named 'nobody'"),
     Case("import a file that is not an export", _garbage_import, "not a readable safetensors file"),
