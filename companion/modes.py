@@ -81,7 +81,7 @@ def make_modes(*, context_chars: int = 6000, recent_turns: int = 3, top_k: int =
         return Prompt(None, format_turns(_fit(m.turns, context_chars)) or None)
 
     def foreign_transcript(m, q, f):
-        # The foreign engram's control in text: does the words of an unrelated session, in front
+        # The foreign engram's control in text: do the words of an unrelated session, in front
         # of a question they do not answer, make the model say what they hold?
         if f is None:
             raise ValueError("the foreign-transcript mode needs an unrelated session")
