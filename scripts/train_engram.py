@@ -44,8 +44,9 @@ def _plot(history: list[dict], out: Path) -> None:
     if steps:
         ax.plot([h["step"] for h in steps], smooth([h["loss"] for h in steps]), label="train loss (20-step mean)")
     for k in (vals[0]["val"] if vals else {}):
-        ax.plot([h["step"] for h in vals], [h["val"][k] for h in vals], marker="o", label=f"held-out answer NLL, k={k}" if k.isdigit()
-                else "own no-memory reply NLL, unrelated question, k=1")
+        label = (f"held-out answer NLL, k={k}" if k.isdigit() else "true next reply: NLL minus no memory's"
+                 if k == "next" else "own no-memory reply NLL, unrelated question, k=1")
+        ax.plot([h["step"] for h in vals], [h["val"][k] for h in vals], marker="o", label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("NLL (nats per token)")
     ax.legend()
@@ -77,13 +78,17 @@ def main(argv=None) -> int:
     p.add_argument("--quiet-share", type=float, default=0.0,
                    help="part of the episodes that end in a prompt the engram was not told about (half a never-told "
                         "fact's question, half an unrelated chat line), the model's own no-memory reply the target")
+    p.add_argument("--next-share", type=float, default=0.0,
+                   help="part of the episodes that replay a real conversation from its start and end in its next "
+                        "user line, the reply the person gave the target (the chat-harm measure, trained on "
+                        "training talk)")
     p.add_argument("--avoid-weight", type=float, default=0.0,
                    help="in quiet episodes, also push down the chance that the reply opens with the answer the "
                         "engram holds (weight of that unlikelihood term)")
     p.add_argument("--data", default=None, help="LoCoMo dev folder (only conv-26 is read)")
     p.add_argument("--eval-every", type=int, default=50, help="held-out validation every this many steps")
     p.add_argument("--evaluate", metavar="WEIGHTS", default=None,
-                   help="train nothing: print the held-out validation NLLs (k=1, 5, 10 and quiet1) of this weights "
+                   help="train nothing: print the held-out validation NLLs (k=1, 5, 10, quiet1 and next) of this weights "
                         "file, e.g. a shipped recipe's, on the --out folder's training data")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -115,7 +120,7 @@ def main(argv=None) -> int:
         engine = Engine(lm, config, fixed=writer.init_params(lm.hidden_size, seed=args.seed))
         data = build_data(seed=args.seed, facts=args.facts, talk=args.talk, locomo=args.data,
                           chat_share=args.chat_share, absent_share=args.absent_share,
-                          quiet_share=args.quiet_share)
+                          quiet_share=args.quiet_share, next_share=args.next_share)
         bank_path = out / "bank.safetensors"
         bank = TurnBank.load(bank_path) if bank_path.is_file() else None
         if bank is None or bank.turns != data.turns:
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
             given = load_file(args.evaluate)
             trainer = Trainer(engine, bank, data, seed=args.seed, steps=args.steps, batch=args.batch,
                               params={n: given[n] for n in writer.param_names})
-            print(json.dumps({"weights": args.evaluate, "val": trainer.validate()}))
+            print(json.dumps({"weights": args.evaluate, "val": trainer.validate(nxt=True)}))
             return 0
         trainer = Trainer(engine, bank, data, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr,
                           avoid_weight=args.avoid_weight)
@@ -148,7 +153,7 @@ def main(argv=None) -> int:
         hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
     if trainer.step == 0 and not any("val" in h for h in history):
-        log({"step": 0, "val": trainer.validate()})  # the untrained writer: (almost) select-sticky
+        log({"step": 0, "val": trainer.validate(nxt=bool(args.next_share))})  # the untrained writer: (almost) select-sticky
     started = time.perf_counter()
     with tqdm(total=args.steps, initial=trainer.step, desc="training", disable=args.no_progress,
               file=sys.stderr) as bar:
@@ -158,7 +163,7 @@ def main(argv=None) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", k_max=rec["k_max"])
             if trainer.step % args.eval_every == 0 or trainer.step == args.steps:
-                log({"step": trainer.step, "val": trainer.validate()})
+                log({"step": trainer.step, "val": trainer.validate(nxt=bool(args.next_share))})
                 trainer.save(ckpt)
                 _plot(history, out)
             if args.minutes and time.perf_counter() - started > 60 * args.minutes:

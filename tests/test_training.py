@@ -363,3 +363,26 @@ def test_new_sessions_get_a_trained_default_only_where_its_weights_fit(tiny_lm, 
     monkeypatch.setattr(M.MAPPED_WEIGHTS, "sha256", "0" * 64)
     with pytest.raises(ConfigError, match="not the shipped"):
         base.default_for(tiny_lm)
+
+
+def test_next_episodes_replay_a_conversation_and_target_its_true_next_reply(setup):
+    eng, plain, bank = setup
+    talk = generated_conversations(2, 6)
+    data = build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=talk, next_share=0.5)
+    assert data.turns == plain.turns
+    # with next_share 0 nothing else changes: the same seed draws the same episodes as before
+    assert build_data(seed=0, facts=12, talk=0, val_facts=4, talk_runs=talk).train.batch(0, 3, 8, 4) \
+        == plain.train.batch(0, 3, 8, 4)
+    facts = dict(data.train.facts)
+    nxt = [e for step in range(10) for e in data.train.batch(0, step, 8, 4) if e.kind == "next"]
+    assert len(nxt) > 10 and {bool(e.avoid) for e in nxt} == {True, False}  # with and without a held fact
+    for e in nxt:
+        lived = list(e.turns[1:] if e.avoid else e.turns)
+        if e.avoid:
+            assert facts[e.turns[0]].answer == e.avoid
+        run = next(r for r in data.train.talk if r[0] == lived[0])  # a conversation from its start ...
+        assert lived == run[:len(lived)] and 1 <= e.k == len(lived) <= 5
+        assert (e.prompt, e.target) == data.turns[run[len(lived)]]  # ... then its own next turn
+    tr = Trainer(eng, bank, data, seed=0, steps=10, batch=4)
+    val = tr.validate(ks=(1,), per_k=2, quiet=False, nxt=True)
+    assert set(val) == {"1", "next"} and math.isfinite(val["next"]) and val["next"] != 0.0

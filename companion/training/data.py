@@ -26,11 +26,12 @@ class TrainingData:
 
 def build_data(*, seed: int, facts: int, talk: int, val_facts: int = 48, locomo=None,
                chitchat=None, talk_runs: list[list[tuple[str, str]]] | None = None,
-               chat_share: float = 0.0, absent_share: float = 0.0, quiet_share: float = 0.0) -> TrainingData:
+               chat_share: float = 0.0, absent_share: float = 0.0, quiet_share: float = 0.0,
+               next_share: float = 0.0) -> TrainingData:
     """Deterministic in its arguments. talk_runs replaces the corpora (tests use small generated talk).
-    chat_share, absent_share, quiet_share: the parts of training episodes that end in an unrelated
-    chat line, in the question of a fact never told, or in either with the model's own reply as the
-    target (episodes.py)."""
+    chat_share, absent_share, quiet_share, next_share: the parts of training episodes that end in an
+    unrelated chat line, in the question of a fact never told, in either with the model's own reply as
+    the target, or in a conversation's own next turn (episodes.py)."""
     rng = random.Random(f"data:{seed}")
     if talk_runs is None:
         runs = chitchat_turns(talk, rng, chitchat)
@@ -58,5 +59,5 @@ def build_data(*, seed: int, facts: int, talk: int, val_facts: int = 48, locomo=
     for run in talk_idx:
         openers.update(run[: min(3, len(run))])
     train = EpisodeSampler(train_facts, talk_idx, chat_share=chat_share, texts=turns, absent_share=absent_share,
-                           quiet_share=quiet_share)
+                           quiet_share=quiet_share, next_share=next_share)
     return TrainingData(turns, train, EpisodeSampler(val_facts_, talk_idx, 0.0), openers)

@@ -25,6 +25,14 @@ and the target the model should produce. The kinds of episode:
            down the probability of opening the reply with it (an unlikelihood
            term; the NLL of a 24-token reply alone left the first word, where
            the remembered name came out, nearly unweighted)
+    next   a real conversation from its start (half the time after a planted
+           fact), then its next user line; target: the reply the person really
+           gave. This is what the chat-harm measure scores (next-utterance NLL
+           with the engram vs none): the engram of the talk so far should help
+           the next reply, and a held fact should not get in its way (`avoid`
+           names the fact's answer, as in quiet episodes). `chat` episodes
+           differ: their line comes from another conversation, so the engram
+           can only get in the way there
 
 `k` follows a curriculum (Curriculum.k_max): one turn, then 2, 4, and more.
 Everything is drawn from random.Random(f"{seed}:{step}") so a resumed run
@@ -38,7 +46,7 @@ from dataclasses import dataclass
 
 RECON_PROMPT = "What did I tell you about myself earlier? Repeat it word for word."
 ABSENT_REPLY = "You haven't told me that."
-KINDS = ("qa", "recon", "chat", "absent", "quiet")
+KINDS = ("qa", "recon", "chat", "absent", "quiet", "next")
 QUIET = ""  # the target of a quiet episode until the trainer puts the model's own reply there
 
 
@@ -73,12 +81,12 @@ class EpisodeSampler:
 
     def __init__(self, facts: list[tuple[int, object]], talk: list[list[int]], recon_share: float = 0.25,
                  chat_share: float = 0.0, texts: list[tuple[str, str]] | None = None,
-                 absent_share: float = 0.0, quiet_share: float = 0.0):
-        if (chat_share or quiet_share) and texts is None:
-            raise ValueError("chat and quiet episodes need the turns' texts")
+                 absent_share: float = 0.0, quiet_share: float = 0.0, next_share: float = 0.0):
+        if (chat_share or quiet_share or next_share) and texts is None:
+            raise ValueError("chat, quiet and next episodes need the turns' texts")
         self.facts, self.talk, self.recon_share = facts, talk, recon_share
         self.chat_share, self.texts, self.absent_share = chat_share, texts, absent_share
-        self.quiet_share = quiet_share
+        self.quiet_share, self.next_share = quiet_share, next_share
 
     def _talk(self, rng: random.Random, n: int, *, opening: bool = False) -> list[int]:
         run = rng.choice(self.talk)
@@ -89,7 +97,20 @@ class EpisodeSampler:
         return out
 
     def draw(self, rng: random.Random, k_max: int) -> Episode:
+        if self.next_share and rng.random() < self.next_share:  # no draw at 0: older runs draw as they did
+            return self.next_at(rng, k_max)
         return self.draw_at(rng, rng.randint(0, k_max))
+
+    def next_at(self, rng: random.Random, k_max: int) -> Episode:
+        """A next episode: up to k_max + 1 turns of one conversation from its start, then its next turn."""
+        run = rng.choice([r for r in self.talk if len(r) > 1])
+        j = rng.randint(1, min(len(run) - 1, k_max + 1))
+        fact, avoid = [], ""
+        if rng.random() < 0.5:
+            fact_turn, f = rng.choice(self.facts)
+            fact, avoid = [fact_turn], f.answer
+        user, reply = self.texts[run[j]]
+        return Episode(tuple(fact + run[:j]), user, reply, "next", j, avoid=avoid)
 
     def draw_at(self, rng: random.Random, k: int) -> Episode:
         """An episode with exactly k turns after the fact."""

@@ -137,18 +137,27 @@ class Trainer:
                 **{kind: (sum(v) / len(v) if v else None) for kind, v in by.items()}}
 
     @torch.no_grad()
-    def validate(self, ks=(1, 5, 10), per_k: int = 16, quiet: bool = True) -> dict:
+    def validate(self, ks=(1, 5, 10), per_k: int = 16, quiet: bool = True, nxt: bool = False) -> dict:
         """Mean answer NLL of held-out-template facts after k turns (fixed episodes); with quiet, also
         "quiet1": the NLL of the model's own no-memory reply to the question of a fact never told,
-        one turn after a held-out fact (how far the engram pulls replies it was not asked about)."""
+        one turn after a held-out fact (how far the engram pulls replies it was not asked about);
+        with nxt, also "next": the NLL of the true next reply after up to 8 turns of its
+        conversation minus its NLL with no memory (next episodes of the training sampler: the talk is
+        the training talk)."""
         out = {}
-        for k in (*ks, "quiet1") if quiet else ks:
+        for k in (*ks, *(["quiet1"] if quiet else []), *(["next"] if nxt else [])):
             rng = random.Random(f"val:{self.seed}:{k}")
             eps = ([self.data.val.quiet_at(rng, 1) for _ in range(per_k)] if k == "quiet1"
+                   else [self.data.train.next_at(rng, 7) for _ in range(per_k)] if k == "next"
                    else [self.data.val.draw_at(rng, k) for _ in range(per_k)])
             vals = []
             for s in range(0, len(eps), self.batch):
-                vals += self.losses(eps[s:s + self.batch], avoid=False).tolist()
+                part = eps[s:s + self.batch]
+                vals += self.losses(part, avoid=False).tolist()
+                if k == "next":  # as the chat-harm measure has it: the gain over no memory (negative: helps)
+                    none = answer_losses(self.engine, [None] * len(part), [e.prompt for e in part],
+                                         [e.target for e in part])
+                    vals[-len(part):] = [a - b for a, b in zip(vals[-len(part):], none.tolist())]
             out[str(k)] = sum(vals) / len(vals)
         return out
 
