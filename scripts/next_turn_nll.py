@@ -4,7 +4,8 @@
     python scripts/next_turn_nll.py --recipes select-sticky select-trained --turns 25 --out runs/next-turn
 
 Reads the report split by default (conv-30, 41, 42, 43; COMPANION_LOCOMO or
-../shared/data/locomo-dev), the first --turns turns of each. Writes
+../shared/data/locomo-dev), the first --turns turns of each. For tuning, use
+what training never replays: --conversations conv-26 --start 120. Writes
 OUT/rows.jsonl and OUT/summary.json and prints the table.
 """
 
@@ -22,6 +23,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=None, help="LoCoMo dev folder")
     p.add_argument("--conversations", nargs="+", default=["conv-30", "conv-41", "conv-42", "conv-43"])
     p.add_argument("--turns", type=int, default=25, help="turns per conversation")
+    p.add_argument("--start", type=int, default=0,
+                   help="skip this many turns of each conversation first (their engram is still built: "
+                        "tuning reads conv-26 from turn 120, past what training replays)")
     p.add_argument("--model", default=None)
     p.add_argument("--seed", type=int, default=0, help="unused (no sampling); kept for the scripts' convention")
     p.add_argument("--threads", type=int, default=None)
@@ -53,11 +57,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for conv in convs:
-        rows += next_turn_nll(engines, conv.turns()[: args.turns], conv_id=conv.conv_id)
+        rows += next_turn_nll(engines, conv.turns()[: args.start + args.turns], conv_id=conv.conv_id,
+                              start=args.start)
         print(f"{conv.conv_id}: {len(rows)} scored turns so far", file=sys.stderr)
     (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {"command": " ".join(["scripts/next_turn_nll.py", *(argv if argv is not None else sys.argv[1:])]),
-               "conversations": [c.conv_id for c in convs], "turns_per_conversation": args.turns,
+               "conversations": [c.conv_id for c in convs], "turns_per_conversation": args.turns, "start": args.start,
                "recipes": recipes, "nll": summarise(rows, recipes)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print("| mode | next-utterance NLL (nats/token) [95% CI] | minus none [95% CI] |\n| --- | --- | --- |")

@@ -283,3 +283,20 @@ def test_results_name_the_code_a_run_started_on(tiny_engine, tmp_path, monkeypat
     state = EV.run(tiny_engine, convs, tmp_path / "out", settings, progress=False)
     monkeypatch.setattr(R, "code_version", lambda repo: "at-end")  # a commit made while it ran
     assert write(tmp_path / "out", state, settings, tiny_engine)["code_version"] == "at-start"
+
+
+def test_next_turn_nll_scores_from_start_with_the_engram_of_everything_before(tiny_lm):
+    from companion.locomo.nextturn import next_turn_nll, summarise
+
+    eng = Engine(tiny_lm, EngramConfig(layer=2, slots=8, recipe="select-sticky"))
+    turns = [("My van is called Zorbo.", "Nice name."), ("It is blue.", "Lovely."), ("Where is it?", "Parked."),
+             ("", "skipped"), ("What colour?", "Blue.")]
+    rows = next_turn_nll({"select-sticky": eng}, turns, conv_id="c", start=2)
+    assert [r["turn"] for r in rows] == [2, 4]  # earlier turns only build the engram; an empty line is not scored
+    total, n = eng.answer_nll(None, "Where is it?", "Parked.")
+    assert rows[0]["none"] == total / n and rows[0]["tokens"] == n
+    engram = eng.absorb(eng.absorb(None, *turns[0]).engram, *turns[1]).engram
+    total, n = eng.answer_nll(engram, "Where is it?", "Parked.")
+    assert rows[0]["select-sticky"] == pytest.approx(total / n) and rows[0]["select-sticky"] != rows[0]["none"]
+    diff = summarise(rows, ["select-sticky"])["diff:select-sticky"]
+    assert diff["n"] == 2 and diff["mean"] == pytest.approx(sum(r["select-sticky"] - r["none"] for r in rows) / 2)

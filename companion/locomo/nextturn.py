@@ -14,13 +14,14 @@ from __future__ import annotations
 from ..harness.nll import mean_ci
 
 
-def next_turn_nll(engines: dict, turns: list[tuple[str, str]], *, conv_id: str = "") -> list[dict]:
-    """One row per turn with a reply: {"conv", "turn", "tokens", "none": nll, <recipe>: nll, ...} (nats/token)."""
+def next_turn_nll(engines: dict, turns: list[tuple[str, str]], *, conv_id: str = "", start: int = 0) -> list[dict]:
+    """One row per turn with a reply from turn `start` on (the turns before only build the engrams):
+    {"conv", "turn", "tokens", "none": nll, <recipe>: nll, ...} (nats/token)."""
     first = next(iter(engines.values()))
     engrams = {r: None for r in engines}
     rows = []
     for i, (user, reply) in enumerate(turns):
-        if reply.strip() and user.strip():
+        if i >= start and reply.strip() and user.strip():
             total, n = first.answer_nll(None, user, reply)
             row = {"conv": conv_id, "turn": i, "tokens": n, "none": total / n if n else None}
             for r, engine in engines.items():
