@@ -215,6 +215,21 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def mix(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
+    """share * first + (1 - share) * second, name by name: two runs of one writer from the same start,
+    averaged (a "soup"; select-chat is one: between a run that recalls loudly and one that keeps
+    quiet but forgets, measured in docs/RESULTS.md).
+
+    >>> mix({"a": torch.ones(2)}, {"a": torch.zeros(2)}, 0.25)["a"].tolist()
+    [0.25, 0.25]
+    """
+    if set(first) != set(second) or any(first[n].shape != second[n].shape for n in first):
+        raise ValueError("the two weights files hold different tensors: not runs of one writer")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be within [0, 1], not {share}")
+    return {n: (share * first[n].float() + (1 - share) * second[n].float()).contiguous() for n in sorted(first)}
+
+
 def smooth(values: list[float], window: int = 20) -> list[float]:
     """Trailing mean, for the loss curve.
 
