@@ -97,3 +97,53 @@ def test_the_rule_picks_a_recipe_that_recalls_more_unless_it_intrudes_more_than_
     # without intrusion counts the loudest recall wins, as issue 9's rule alone says
     assert "**loud**" in verdict_lines({"recall": recall, "answer_nll": {}})[0]
     assert verdict_lines({"recall": {"engram:weak": cell(3)}, "answer_nll": {}}) == []
+
+
+def test_the_chat_guard_fails_a_recipe_whose_next_utterance_nll_is_clearly_worse_than_none():
+    from companion.harness.summary import wilson
+    from companion.harness.verdict import choose_default
+
+    def cell(right, n=60):
+        low, high = wilson(right, n)
+        return {"1": {"correct": right, "trials": n, "low": low, "high": high}}
+
+    recall = {"engram:sticky": cell(19), "engram:quiet": cell(40), "engram:calm": cell(36)}
+    intr = {"foreign:sticky": cell(8), "foreign:quiet": cell(12), "foreign:calm": cell(11), "foreign-transcript": cell(10)}
+    harm = {"sticky": {"mean": -0.13, "low": -0.18, "high": -0.08}, "quiet": {"mean": 0.047, "low": 0.012, "high": 0.083},
+            "calm": {"mean": -0.09, "low": -0.12, "high": -0.06}}
+    assert choose_default(recall, {}, base="sticky", intrusions=intr)[0] == "quiet"  # recall alone: the louder
+    chosen, lines = choose_default(recall, {}, base="sticky", intrusions=intr, harm=harm)
+    assert chosen == "calm" and "quiet: fails: harms chat: next-utterance NLL +0.047" in lines[0]
+    # an interval that touches 0 is not clearly worse
+    harm["quiet"] = {"mean": 0.03, "low": -0.001, "high": 0.06}
+    assert choose_default(recall, {}, base="sticky", intrusions=intr, harm=harm)[0] == "quiet"
+
+
+def test_choose_default_script_reads_saved_runs(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from companion.harness.summary import wilson
+
+    def cell(right, n=60):
+        low, high = wilson(right, n)
+        return {"1": {"correct": right, "trials": n, "low": low, "high": high}}
+
+    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[1] / "scripts" / "choose_default.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "deg").mkdir()
+    (tmp_path / "nt").mkdir()
+    (tmp_path / "deg" / "results.json").write_text(json.dumps({
+        "recall": {"engram:sticky": cell(19), "engram:quiet": cell(40), "engram:calm": cell(36)}, "answer_nll": {},
+        "intrusions": {"foreign:quiet": cell(12), "foreign:calm": cell(11), "foreign-transcript": cell(10)}}))
+    (tmp_path / "nt" / "summary.json").write_text(json.dumps({"nll": {
+        "none": {"mean": 3.2, "low": 3.1, "high": 3.3}, "diff:quiet": {"mean": 0.047, "low": 0.012, "high": 0.083},
+        "diff:calm": {"mean": -0.09, "low": -0.12, "high": -0.06}}}))
+    args = ["--degradation", str(tmp_path / "deg"), "--base", "sticky"]
+    assert script.main(args) == 0 and "**quiet**" in capsys.readouterr().out
+    assert script.main(args + ["--next-turn", str(tmp_path / "nt")]) == 0
+    assert "**calm**" in capsys.readouterr().out
+    assert script.main(["--degradation", str(tmp_path / "deg"), "--base", "nobody"]) == 2
+    assert "no engram:nobody row" in capsys.readouterr().err

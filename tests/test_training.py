@@ -386,3 +386,26 @@ def test_next_episodes_replay_a_conversation_and_target_its_true_next_reply(setu
     tr = Trainer(eng, bank, data, seed=0, steps=10, batch=4)
     val = tr.validate(ks=(1,), per_k=2, quiet=False, nxt=True)
     assert set(val) == {"1", "next"} and math.isfinite(val["next"]) and val["next"] != 0.0
+
+
+def test_mix_weights_averages_two_runs_and_refuses_different_writers(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("mix_weights", Path(__file__).parents[1] / "scripts" / "mix_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    one, two = M.init_map(8, rank=2, seed=1), M.init_map(8, rank=2, seed=2)
+    two["b"] = torch.ones(2, 8)
+    save_file(one, str(tmp_path / "one.safetensors"))
+    save_file(two, str(tmp_path / "two.safetensors"))
+    assert script.main([str(tmp_path / "one.safetensors"), str(tmp_path / "two.safetensors"), "--share", "0.25",
+                        "--out", str(tmp_path / "mix")]) == 0
+    got = load_file(str(tmp_path / "mix" / "weights.safetensors"))
+    assert torch.allclose(got["a"], 0.25 * one["a"] + 0.75 * two["a"]) and torch.allclose(got["b"], torch.full((2, 8), 0.75))
+    save_file(M.init_map(8, rank=3, seed=1), str(tmp_path / "other.safetensors"))
+    assert script.main([str(tmp_path / "one.safetensors"), str(tmp_path / "other.safetensors"), "--share", "0.5",
+                        "--out", str(tmp_path / "bad")]) == 2
+    assert "different tensors" in capsys.readouterr().err and not (tmp_path / "bad").exists()

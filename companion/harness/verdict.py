@@ -13,6 +13,11 @@ Wilson lower bound above the reference's upper bound) fails. The reference is
 the foreign-transcript row when the run has it (the same foreign session's
 words in front of the question), else the base's foreign row.
 
+The chat guard (added when a quiet trained map passed both and still made
+conversation worse): with `harm` (scripts/next_turn_nll.py's paired difference
+to no memory per recipe), a recipe whose next-utterance NLL is clearly worse
+than with no memory (the interval's lower end above 0) fails.
+
     >>> r = {"engram:seed": {"1": {"correct": 0, "trials": 6, "low": 0.0, "high": 0.39}},
     ...      "engram:x": {"1": {"correct": 5, "trials": 6, "low": 0.44, "high": 0.97}}}
     >>> choose_default(r, {})[0]
@@ -21,6 +26,8 @@ words in front of the question), else the base's foreign row.
     ...         "foreign-transcript": {"1": {"correct": 0, "trials": 6, "low": 0.0, "high": 0.39}}}
     >>> choose_default(r, {}, intrusions=loud)
     ('seed', ['x: fails: intrudes 6/6 [0.61, 1.00] vs foreign-transcript 0/6 [0.00, 0.39]'])
+    >>> choose_default(r, {}, harm={"x": {"mean": 0.05, "low": 0.01, "high": 0.08}})
+    ('seed', ['x: fails: harms chat: next-utterance NLL +0.050 [+0.010, +0.080] vs no memory'])
 """
 
 from __future__ import annotations
@@ -46,8 +53,15 @@ def _quiet_enough(name: str, intrusions: dict, base: str, k: str) -> tuple[bool,
     return True, ""
 
 
+def _harmless(name: str, harm: dict) -> tuple[bool, str]:
+    d = harm.get(name)
+    if d and d["low"] > 0:
+        return False, f"harms chat: next-utterance NLL {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] vs no memory"
+    return True, ""
+
+
 def choose_default(recall: dict, answer_nll: dict, k: str = "1", *, base: str = "seed",
-                   intrusions: dict | None = None) -> tuple[str, list[str]]:
+                   intrusions: dict | None = None, harm: dict | None = None) -> tuple[str, list[str]]:
     """(the recipe new sessions should get, one reason line per other recipe)."""
     seed = recall[f"engram:{base}"][k]
     seed_nll = answer_nll.get(f"engram:{base}", {}).get(k)
@@ -61,6 +75,9 @@ def choose_default(recall: dict, answer_nll: dict, k: str = "1", *, base: str = 
         if ok and intrusions is not None:
             ok, loud = _quiet_enough(name, intrusions, base, k)
             why = loud or why
+        if ok and harm is not None:
+            ok, hurt = _harmless(name, harm)
+            why = hurt or why
         lines.append(f"{name}: {'passes' if ok else 'fails'}: {why}")
         if ok:
             passing.append((-by_k[k]["correct"] / by_k[k]["trials"], nll["mean"] if nll else 0.0, name))

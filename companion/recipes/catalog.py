@@ -9,7 +9,7 @@ from __future__ import annotations
 from .base import Recipe, register
 from .fixed import mean_state
 from .readers import FramedReader, PrefixReader
-from .mapped import MAPPED_WEIGHTS, QUIET_WEIGHTS, Mapped
+from .mapped import CHAT_WEIGHTS, MAPPED_WEIGHTS, QUIET_WEIGHTS, Mapped
 from .trained import Anchored, fixed_builders
 from .writers import ChunkMean, Select
 
@@ -71,3 +71,7 @@ register(Recipe("select-quiet", "select-mapped's kind of map, trained also to le
                 "engram was not asked about (the model frozen; shipped weights pinned by sha256), written back at "
                 "layer L inside the user message", Mapped(), FramedReader(at_layer=True),
                 fixed=fixed_builders(QUIET_WEIGHTS)))
+register(Recipe("select-chat", "select-quiet's kind of map, trained also on real conversations' next turns, so the "
+                "engram of the talk so far helps the next reply (the model frozen; shipped weights pinned by "
+                "sha256), written back at layer L inside the user message", Mapped(), FramedReader(at_layer=True),
+                fixed=fixed_builders(CHAT_WEIGHTS)))

@@ -55,6 +55,19 @@ QUIET_WEIGHTS = Weights(
     MAP_PARAMS,
 )
 
+# The same map, trained also on real conversations' next turns (the reply the person gave, after the
+# conversation so far: the chat-harm measure's own task), as an average of two runs that differ only
+# in how many such episodes they saw: 0.3 x (--next-share 0.25, loud: recalls, but intrudes) +
+# 0.7 x (--next-share 0.4, quiet: forgets), each
+# scripts/train_engram.py --recipe select-mapped --steps 200 --seed 0 --threads 1 --quiet-share 0.5 --avoid-weight 3 --next-share S
+# then scripts/mix_weights.py N25 N40 --share 0.3 (docs/RESULTS.md, "A map that helps chat").
+CHAT_WEIGHTS = Weights(
+    Path(__file__).parent / "weights" / "select-chat.safetensors",
+    "379931943eca7f196525703fd7b97dd3643ac388ef3e1572e892475715b246d4",
+    "COMPANION_CHAT_WEIGHTS",
+    MAP_PARAMS,
+)
+
 
 def init_map(hidden: int, rank: int = RANK, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random down-projection and a zero up-projection: the map starts as the identity."""
