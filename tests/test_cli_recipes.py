@@ -78,7 +78,7 @@ def test_recipes_json_lists_every_recipe_with_one_default(monkeypatch, capsys):
     assert cli.main(["recipes", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in table] == recipe_names()
-    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-quiet"]
+    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-chat"]
     for r in table:
         recipe = get_recipe(r["name"])
         assert r["description"] == recipe.description

@@ -102,13 +102,15 @@ class Recipe:
 
 # New sessions get this recipe (EngramConfig's own default stays "seed": a stored recipe without a
 # name is a session from before recipes existed). Chosen by companion.harness.verdict's rule: first
-# select-sticky over seed (10/20 against 0/20 at k=1, docs/RESULTS.md "Recipes"), then select-quiet
-# over select-sticky on 60 held-out facts, `scripts/degradation.py --recipes select-sticky
-# select-mapped select-quiet --cycles 0 1 --trials 60 --modes engram foreign none transcript
-# retrieval foreign-transcript`: recall at k=1 40/60 [54-77%] against 19/60 [21-44%], and its
-# foreign engram says its own answer 15/60 [16-37%], not clearly above the foreign transcript's
-# 8/60 [7-24%] (the guard select-mapped fails: 55/60). docs/RESULTS.md, "A quiet map".
-DEFAULT = "select-quiet"
+# select-sticky over seed (10/20 against 0/20 at k=1, docs/RESULTS.md "Recipes"); then select-quiet
+# (docs/RESULTS.md, "A quiet map"); then select-chat, against select-sticky (the best training-free
+# recipe, as issue 10 asks) with both guards: `scripts/choose_default.py --degradation runs/held-chat
+# --next-turn runs/next-turn-chat --base select-sticky` on 60 held-out facts (recall at k=1 40/60
+# [54-77%] against 19/60 [21-44%]; its foreign engram says its own answer 12/60, the foreign
+# transcript 8/60) and LoCoMo's report split (next-utterance NLL -0.170 [-0.216, -0.124] vs no
+# memory, where select-quiet's +0.047 [+0.012, +0.083] fails the chat guard). docs/RESULTS.md,
+# "A map that helps chat".
+DEFAULT = "select-chat"
 # New sessions on a model DEFAULT's fixed tensors were not made for (a trained recipe's weights fit
 # the embedded model only), and sessions given --layer/--slots without --recipe, get this one.
 PORTABLE = "select-sticky"
