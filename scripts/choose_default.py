@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the verdict here (markdown)")
     args = p.parse_args(argv)
 
-    from companion.harness.verdict import choose_default
+    from companion.harness.verdict import verdict_lines
     from companion.recipes.base import DEFAULT
 
     base = args.base or DEFAULT
@@ -39,14 +39,13 @@ def main(argv=None) -> int:
             harm = {key.split(":", 1)[1]: d for key, d in nll.items() if key.startswith("diff:")}
         if args.k not in results["recall"].get(f"engram:{base}", {}):
             raise KeyError(f"{args.degradation} has no engram:{base} row at k={args.k}")
-        chosen, lines = choose_default(results["recall"], results.get("answer_nll", {}), args.k, base=base,
-                                       intrusions=results.get("intrusions") or None, harm=harm)
+        lines = verdict_lines(results, args.k, base=base, harm=harm)
+        if not lines:
+            raise ValueError(f"{args.degradation} compares fewer than two recipes: nothing to choose")
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = "\n".join([f"The default by the rule at k={args.k}, against {base}"
-                      f"{' (with the chat guard)' if harm is not None else ''}: **{chosen}**.", "",
-                      *[f"- {x}" for x in lines]]) + "\n"
+    text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
         args.out.write_text(text)

@@ -84,16 +84,19 @@ def choose_default(recall: dict, answer_nll: dict, k: str = "1", *, base: str = 
     return (min(passing)[2] if passing else base), lines
 
 
-def verdict_lines(results: dict, k: str = "1") -> list[str]:
-    """The rule's verdict on a degradation run, for its report: against the product's default when the
-    run compares it (else seed), with the guard where the run counted intrusions; [] when it cannot say."""
+def verdict_lines(results: dict, k: str = "1", *, base: str | None = None, harm: dict | None = None) -> list[str]:
+    """The rule's verdict on a degradation run, for its report: against `base` (default: the product's
+    default when the run compares it, else seed), with the intrusion guard where the run counted
+    intrusions and the chat guard where `harm` is given; [] when it cannot say."""
     from ..recipes.base import DEFAULT
 
     recall = results.get("recall", {})
-    base = next((b for b in (DEFAULT, "seed") if k in recall.get(f"engram:{b}", {})), None)
+    bases = (base,) if base else (DEFAULT, "seed")
+    base = next((b for b in bases if k in recall.get(f"engram:{b}", {})), None)
     if base is None or sum(r.startswith("engram:") for r in recall) < 2:
         return []
     chosen, lines = choose_default(recall, results.get("answer_nll", {}), k, base=base,
-                                   intrusions=results.get("intrusions") or None)
-    return [f"The default by the rule at k={k} (companion/harness/verdict.py), against {base}: **{chosen}**.", "",
-            *[f"- {x}" for x in lines]]
+                                   intrusions=results.get("intrusions") or None, harm=harm)
+    guard = " with the chat guard" if harm is not None else ""
+    return [f"The default by the rule at k={k} (companion/harness/verdict.py{guard}), against {base}: **{chosen}**.",
+            "", *[f"- {x}" for x in lines]]
