@@ -22,7 +22,7 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 
 
 def _cli_url() -> str:
-    from companion.settings import database_url
+    from companion.app.settings import database_url
 
     override = context.get_x_argument(as_dictionary=True).get("db")
     return database_url(override)

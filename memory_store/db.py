@@ -16,10 +16,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-import memory_store
 from memory_store.errors import SchemaTooNewError, StoreError
 
-ALEMBIC_DIR = Path(memory_store.__file__).resolve().parent.parent / "alembic"
+ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 # Two terminals on one session is the expected contention; a turn's write is
 # short, so waiting beats failing.
 BUSY_TIMEOUT_MS = 30_000

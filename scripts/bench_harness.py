@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from companion import Engine, load_model
-from companion.benchmarks import recipe_config, recipe_options, write_json
-from companion.harness import DistractorPool, RunSettings, run
-from companion.harness.degradation import QUICK
-from companion.settings import cache_dir
+from companion.eval.benchmarks import recipe_config, recipe_options, write_json
+from companion.eval.harness import DistractorPool, RunSettings, run
+from companion.eval.harness.degradation import QUICK
+from companion.app.settings import cache_dir
 
 
 def main(argv=None) -> int:

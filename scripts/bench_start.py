@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from companion.benchmarks import recipe_argv, recipe_options, user_lines, write_json
+from companion.eval.benchmarks import recipe_argv, recipe_options, user_lines, write_json
 
 
 def run_chat(home: Path, lines: list[str], *args: str) -> dict:

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from companion.benchmarks import store_roundtrip, write_json
+from companion.eval.benchmarks import store_roundtrip, write_json
 
 
 def main(argv=None) -> int:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from companion.benchmarks import (BenchSession, paired_turn_times, peak_rss_mb, recipe_config, recipe_options,
+from companion.eval.benchmarks import (BenchSession, paired_turn_times, peak_rss_mb, recipe_config, recipe_options,
                                   second_start, store_roundtrip, transcript_turn, update_overhead, user_lines,
                                   window_median, write_json)
-from companion.cycle import Engine
-from companion.recipes import get_recipe
-from companion.loading import load_model
-from companion.settings import cache_dir, data_dir
+from companion.engine.cycle import Engine
+from companion.engine.recipes import get_recipe
+from companion.engine.loading import load_model
+from companion.app.settings import cache_dir, data_dir
 from memory_store import open_store
 
 

@@ -28,9 +28,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from companion.harness import FULL, QUICK
-    from companion.harness.facts import FACT_SETS
-    from companion.modes import ALIASES, KINDS, MODE_NAMES
+    from companion.eval.harness import FULL, QUICK
+    from companion.eval.harness.facts import FACT_SETS
+    from companion.eval.modes import ALIASES, KINDS, MODE_NAMES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/degradation", help="output folder (resumes what is there)")
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from companion import EngramConfig, Engine, load_model
-    from companion.harness import DistractorPool, HarnessError, RunSettings, run
-    from companion.modes import recipe_list, retrieval_choice
-    from companion.settings import cache_dir
+    from companion.eval.harness import DistractorPool, HarnessError, RunSettings, run
+    from companion.eval.modes import recipe_list, retrieval_choice
+    from companion.app.settings import cache_dir
 
     profile = QUICK if args.quick else FULL
     trials = args.trials or profile["trials"]
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.oracle:
-        from companion.harness import oracle as O
-        from companion.harness.ceiling import merge_oracle, run_oracle
-        from companion.harness.report import write_reports
+        from companion.eval.harness import oracle as O
+        from companion.eval.harness.ceiling import merge_oracle, run_oracle
+        from companion.eval.harness.report import write_reports
 
         readers = args.oracle_readers or list(O.ORACLE_READERS)
         records = run_oracle(lm, trials=trials, seed=args.seed, out=args.out, readers=readers,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""LoCoMo evaluation of Companion's memory modes (logic in companion.locomo).
+"""LoCoMo evaluation of Companion's memory modes (logic in companion.eval.locomo).
 
     python scripts/locomo.py --limit 50 --out runs/locomo
     python scripts/locomo.py --limit 50 --recipes seed select-deep --out runs/locomo-two
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from companion.locomo import RunSettings, default_data_dir, load, run, write  # noqa: E402
-from companion.modes import ALIASES, KINDS, MODE_NAMES, recipe_list  # noqa: E402
+from companion.eval.locomo import RunSettings, default_data_dir, load, run, write  # noqa: E402
+from companion.eval.modes import ALIASES, KINDS, MODE_NAMES, recipe_list  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from companion.config import EngramConfig
-    from companion.cycle import Engine
-    from companion.loading import load_model
-    from companion.settings import cache_dir
+    from companion.engine.config import EngramConfig
+    from companion.engine.cycle import Engine
+    from companion.engine.loading import load_model
+    from companion.app.settings import cache_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -37,10 +37,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from companion import EngramConfig, Engine, load_model
-    from companion.locomo import default_data_dir, load
-    from companion.locomo.nextturn import next_turn_nll, summarise
-    from companion.modes import recipe_list
-    from companion.settings import cache_dir
+    from companion.eval.locomo import default_data_dir, load
+    from companion.eval.locomo.nextturn import next_turn_nll, summarise
+    from companion.eval.modes import recipe_list
+    from companion.app.settings import cache_dir
 
     try:
         recipes = recipe_list(args.recipes)

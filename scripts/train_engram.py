@@ -70,11 +70,11 @@ def main(argv=None) -> int:
     p.add_argument("--talk", type=int, default=400, help="chit-chat turns (plus part of conv-26)")
     p.add_argument("--chat-share", type=float, default=0.0,
                    help="part of the episodes that end in an unrelated chat line, its real reply the target "
-                        "(meant to keep the engram out of unrelated replies; measured: it did not, docs/RESULTS.md)")
+                        "(meant to keep the engram out of unrelated replies; measured: it did not, docs/HISTORY.md)")
     p.add_argument("--absent-share", type=float, default=0.0,
                    help="part of the episodes that end in the question of a fact never told, the target "
                         "\"You haven't told me that.\" (meant to keep the engram from answering what it does not hold; "
-                        "measured: recall and intrusions fell together, docs/RESULTS.md)")
+                        "measured: recall and intrusions fell together, docs/HISTORY.md)")
     p.add_argument("--quiet-share", type=float, default=0.0,
                    help="part of the episodes that end in a prompt the engram was not told about (half a never-told "
                         "fact's question, half an unrelated chat line), the model's own no-memory reply the target")
@@ -102,9 +102,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     from companion import EngramConfig, Engine, load_model
-    from companion.config import ConfigError
-    from companion.recipes import get_recipe
-    from companion.settings import cache_dir
+    from companion.engine.config import ConfigError
+    from companion.engine.recipes import get_recipe
+    from companion.app.settings import cache_dir
     from companion.training import Trainer, TurnBank, build_data
     from companion.training.corpus import CorpusError
 

@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from companion.loading import embedded_gguf
+    from companion.engine.loading import embedded_gguf
 
     path = embedded_gguf()
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -30,7 +30,7 @@ def tiny_lm(tokenizer):
     """A 4-block Llama with random weights and the real tokenizer: fast, deterministic."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from companion.loading import LanguageModel, weights_fingerprint
+    from companion.engine.loading import LanguageModel, weights_fingerprint
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
@@ -49,18 +49,18 @@ def companion_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedded_lm(companion_home):
-    from companion.loading import load_model
+    from companion.engine.loading import load_model
 
     return load_model(None, cache_root=companion_home / "models", quiet=True)
 
 
 @pytest.fixture()
 def cli_run(tiny_lm, tmp_path, monkeypatch, capsys):
-    """companion.cli.main on the tiny model with a database under tmp_path: go(*argv) -> (status, stdout, stderr)."""
+    """companion.app.cli.main on the tiny model with a database under tmp_path: go(*argv) -> (status, stdout, stderr)."""
     import functools
 
-    from companion import cli
-    from companion.service import Companion
+    from companion.app import cli
+    from companion.app.service import Companion
 
     monkeypatch.setenv("COMPANION_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(cli, "Companion", functools.partial(Companion, lm=tiny_lm, quiet=True))

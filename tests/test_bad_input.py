@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from companion.recipes import DEFAULT, PORTABLE  # noqa: E402
+from companion.engine.recipes import DEFAULT, PORTABLE  # noqa: E402
 from memory_store import crud, open_store  # noqa: E402
 
 KEEP = "keep"
@@ -102,7 +102,7 @@ def _unwritable_db_folder(ctx: Ctx) -> dict:
 
 
 def _damaged_gguf(ctx: Ctx) -> dict:
-    from companion.loading import embedded_gguf
+    from companion.engine.loading import embedded_gguf
 
     bad = ctx.tmp / "truncated.gguf"
     with embedded_gguf().open("rb") as f:
@@ -229,7 +229,7 @@ def fingerprint(url: str) -> str:
 def make_keep(home: Path, tmp: Path, lm=None) -> Ctx:
     db = f"sqlite:///{tmp / 'keep.db'}"
     if lm is not None:
-        from companion.service import Companion
+        from companion.app.service import Companion
 
         comp = Companion(db_url=db, lm=lm, max_new_tokens=4)
         comp.say(KEEP, "Remember: my dog is called Biscuit.")

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from companion.absorb import absorb_rows
-from companion.batch import answer_many
-from companion.config import EngramConfig
-from companion.cycle import Engine
-
+from companion.batched.absorb import absorb_rows
+from companion.batched.batch import answer_many
+from companion.engine.config import EngramConfig
+from companion.engine.cycle import Engine
 
 RECIPES = ["seed", "centred", "deep-framed", "select-deep"]
 
@@ -45,7 +44,7 @@ def mixed_engines(tiny_lm):
 
 def _spy(monkeypatch, name):
     """Record the recipes of every pass the batch module runs through `name`."""
-    import companion.batch as B
+    import companion.batched.batch as B
 
     passes, real = [], getattr(B, name)
 
@@ -58,8 +57,8 @@ def _spy(monkeypatch, name):
 
 
 def test_absorb_rows_of_several_recipes_equal_absorb_and_turn_states(mixed_engines, monkeypatch):
-    import companion.absorb as B
-    from companion.absorb import absorb_rows
+    import companion.batched.absorb as B
+    from companion.batched.absorb import absorb_rows
 
     passes, engram_passes, real = [], [], B._absorb_pass
 
@@ -90,9 +89,9 @@ def test_absorb_rows_of_several_recipes_equal_absorb_and_turn_states(mixed_engin
 
 
 def test_rows_with_the_same_engram_and_reader_run_once_and_each_writer_writes_its_own(tiny_lm, monkeypatch):
-    import companion.absorb as B
-    from companion.absorb import absorb_rows
-    from companion.batch import answer_rows
+    import companion.batched.absorb as B
+    from companion.batched.absorb import absorb_rows
+    from companion.batched.batch import answer_rows
 
     recipes = ["select-deep", "select-sticky", "select-words", "deep-framed"]  # one reader, four writers
     engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in recipes]
@@ -121,8 +120,8 @@ def test_rows_with_the_same_engram_and_reader_run_once_and_each_writer_writes_it
 
 
 def test_answer_rows_of_several_recipes_equal_run_turn_and_answer_nll(mixed_engines, monkeypatch):
-    from companion.batch import answer_rows
-    from companion.harness.nll import nll_one
+    from companion.batched.batch import answer_rows
+    from companion.eval.harness.nll import nll_one
 
     passes = _spy(monkeypatch, "_answer_pass")
     torch.manual_seed(4)
@@ -143,14 +142,14 @@ def test_answer_rows_of_several_recipes_equal_run_turn_and_answer_nll(mixed_engi
             assert n == len(target)
             assert total / n == pytest.approx(nll_one(e, engram, text, answer)["nll"], abs=1e-4)
     # short prompts: one pass for the rows that open with the chat template (they share its head,
-    # companion.prefix), one for those whose engram comes first; a row without an engram is the same
+    # companion.batched.prefix), one for those whose engram comes first; a row without an engram is the same
     # prompt under every recipe, asked once per target (by seed without one, by centred with one)
     assert sorted(map(set, passes), key=len) == [{"seed", "centred", "deep"}, set(MIXED) - {"deep"}]
     assert sum(map(len, passes)) == len(rows) - 4
 
 
 def test_rows_by_length_keeps_short_rows_apart_from_long_ones_and_within_budget():
-    from companion.rows import rows_by_length
+    from companion.batched.rows import rows_by_length
 
     lengths = [80, 1500, 85, 140, 1450, 90, 145, 30]
     passes = rows_by_length(lengths, per_pass=200)
@@ -162,7 +161,7 @@ def test_rows_by_length_keeps_short_rows_apart_from_long_ones_and_within_budget(
 
 
 def test_rows_by_length_keeps_rows_of_one_key_together_at_equal_lengths():
-    from companion.rows import rows_by_length
+    from companion.batched.rows import rows_by_length
 
     lengths = [50, 50, 50, 50, 50, 50]
     keys = ["a", "b", "a", "b", "a", "b"]

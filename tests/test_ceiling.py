@@ -1,6 +1,6 @@
 """The harness's oracle rows: run (resumable) on the tiny model and merged at k=0 only."""
 
-from companion.harness.ceiling import merge_oracle, run_oracle
+from companion.eval.harness.ceiling import merge_oracle, run_oracle
 
 
 def test_oracle_rows_join_the_harness_maps_at_k0_and_resume(tiny_lm, tmp_path):

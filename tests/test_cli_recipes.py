@@ -1,7 +1,7 @@
 """Recipes from the command line: `companion recipes`, `--recipe` on chat and say, and
 sessions of non-seed recipes resuming, refusing, exporting and importing.
 
-The CLI runs in-process (companion.cli.main) with the tiny random model put in
+The CLI runs in-process (companion.app.cli.main) with the tiny random model put in
 place of the embedded one, so nothing here loads a real model.
 """
 
@@ -14,11 +14,11 @@ import pytest
 import torch
 from sqlalchemy import update
 
-from companion import cli
-from companion.config import ConfigError, EngramConfig
-from companion.recipes import DEFAULT, PORTABLE, get_recipe, recipe_names
-from companion.service import Companion, CompanionError
-from companion.transfer import export_session, import_session
+from companion.app import cli
+from companion.app.service import Companion, CompanionError
+from companion.app.transfer import export_session, import_session
+from companion.engine.config import ConfigError, EngramConfig
+from companion.engine.recipes import DEFAULT, PORTABLE, get_recipe, recipe_names
 from memory_store import ChatSession, Engram, crud, open_store
 
 SELECT = EngramConfig(layer=2, slots=4, recipe="select-deep")
@@ -32,7 +32,7 @@ def url(tmp_path):
 
 @pytest.fixture()
 def run(tiny_lm, tmp_path, monkeypatch, capsys):
-    """companion.cli.main on the tiny model: returns (exit status, stdout, stderr)."""
+    """companion.app.cli.main on the tiny model: returns (exit status, stdout, stderr)."""
     monkeypatch.setenv("COMPANION_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(cli, "Companion", functools.partial(Companion, lm=tiny_lm, quiet=True))
 
@@ -74,8 +74,8 @@ def test_recipes_json_lists_every_recipe_with_one_default(monkeypatch, capsys):
         raise AssertionError("`companion recipes` must not load a model or open a store")
 
     monkeypatch.setattr(cli, "Companion", no_model)
-    monkeypatch.setattr("companion.loading.load_model", no_model)
-    assert cli.main(["recipes", "--json"]) == 0
+    monkeypatch.setattr("companion.engine.loading.load_model", no_model)
+    assert cli.main(["recipes", "--json", "--all"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in table] == recipe_names()
     assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-chat"]
@@ -86,12 +86,36 @@ def test_recipes_json_lists_every_recipe_with_one_default(monkeypatch, capsys):
     assert next(r for r in table if r["name"] == "centred")["fixed"] == ["mean"]
     assert next(r for r in table if r["name"] == "select-deep")["extra_columns"] == 1
 
-    assert cli.main(["recipes"]) == 0
+    assert cli.main(["recipes", "--all"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(recipe_names())
     assert [ln for ln in lines if ln.startswith("*")] == [next(ln for ln in lines if f" {DEFAULT} " in ln)]
     [marked] = [ln for ln in lines if ln.startswith("*")]
     assert "(default)" in marked and marked.split()[:2] == ["*", DEFAULT]
+
+
+def test_recipes_lists_the_supported_ones_and_all_the_rest(capsys):
+    """The user's list is what we stand behind; the experiments stay one flag away, each still runnable."""
+    assert cli.main(["recipes", "--json"]) == 0
+    supported = [r["name"] for r in json.loads(capsys.readouterr().out)]
+    assert supported == ["seed", "select-sticky", "select-chat"]
+    assert {DEFAULT, PORTABLE} <= set(supported)
+    assert cli.main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "* select-chat" in out and "(default on other models)" in out and "select-quiet" not in out
+    assert f"{len(recipe_names()) - 3} experimental recipes" in out and "--all" in out
+    assert cli.main(["recipes", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in recipe_names()) and "(experimental)" in out
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"companion {version('companion')}"
 
 
 @pytest.mark.parametrize("command", [["say", "-s", "x", "hi"], ["chat", "-s", "x"]])
@@ -269,7 +293,7 @@ def test_unknown_recipe_in_a_stored_row_is_one_line(tiny_lm, url):
 
 
 def test_store_benchmark_records_the_recipe(tmp_path):
-    from companion.benchmarks import recipe_argv, recipe_config, store_roundtrip
+    from companion.eval.benchmarks import recipe_argv, recipe_config, store_roundtrip
 
     args = cli.build_parser().parse_args(["say", "-s", "b", "--recipe", "select-deep", "--layer", "2", "hi"])
     assert recipe_config(args) == EngramConfig(layer=2, recipe="select-deep")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from companion.crashpoints import CRASH_POINTS
+from companion.app.crashpoints import CRASH_POINTS
 from memory_store import crud, open_store
 
 pytestmark = pytest.mark.slow

@@ -2,9 +2,9 @@
 
 import torch
 
-from companion import engram as E
-from companion.config import EngramConfig
-from companion.cycle import Engine, chat_ids
+from companion.engine import engram as E
+from companion.engine.config import EngramConfig
+from companion.engine.cycle import Engine, chat_ids
 
 
 def test_reused_states_equal_plain_forward(tiny_lm):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from companion.dates import ago
+from companion.app.dates import ago
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 

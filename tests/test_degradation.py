@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-import companion.harness.trial as D  # where Trial looks up `ask`
-from companion import EngramConfig, Engine
-from companion.harness import DistractorPool, HarnessError, RunSettings, run
-from companion.modes import MODE_NAMES, mode_rows
+import companion.eval.harness.trial as D  # where Trial looks up `ask`
+from companion import Engine, EngramConfig
+from companion.eval.harness import DistractorPool, HarnessError, RunSettings, run
+from companion.eval.modes import MODE_NAMES, mode_rows
 
 SEED_ROWS = [r.name for r in mode_rows(MODE_NAMES, ["seed"])]
 
@@ -65,7 +65,7 @@ def test_smoke_run_writes_everything_and_resumes(engine, pool, tmp_path, counted
     assert 1 <= diag["effective_rank"] <= 4
     table = (tmp_path / "recall.md").read_text()
     assert "| engram:seed |" in table and "k=3" in table and "NLL of the correct answer" in table
-    assert counted_ask, "the modes were asked through companion.modes.ask"
+    assert counted_ask, "the modes were asked through companion.eval.modes.ask"
     # 'none' has the same prompt at every k, so it is asked once per trial and reused.
     assert counted_ask.count("none") == 2
 
@@ -153,7 +153,7 @@ def test_lockstep_batch_gives_the_one_at_a_time_records(engine, pool, tmp_path):
 
 def test_a_foreign_session_is_the_next_trials_own_and_lockstep_lives_it_once(engine, pool, tmp_path,
                                                                              monkeypatch):
-    import companion.harness.lockstep as L
+    import companion.eval.harness.lockstep as L
 
     settings = RunSettings(seed=7, cycles=[0, 2], max_new_tokens=4)
     rows, real = [], L.absorb_rows
@@ -222,7 +222,7 @@ def test_engram_plus_retrieval_rows_only_for_the_chosen_recipes(tiny_lm, pool, t
 def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_records(tiny_lm, pool, tmp_path,
                                                                                     monkeypatch):
     """Rows of recipes at both depths, with and without surprise, answered and lived in shared passes."""
-    import companion.batch as B
+    import companion.batched.batch as B
 
     recipes = ("seed", "deep-framed", "select-framed", "select-deep")
     engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in recipes]
@@ -234,7 +234,7 @@ def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_recor
         passes.append({e.config.recipe for e in engs})
         return real(engs, *args, **kwargs)
 
-    import companion.harness.lockstep as L
+    import companion.eval.harness.lockstep as L
 
     calls, real_rows = [], L.answer_rows
 
@@ -252,8 +252,8 @@ def test_lockstep_shares_passes_across_recipes_and_gives_the_one_at_a_time_recor
 
 
 def test_reuse_runs_only_the_changed_recipes_and_equals_a_full_run(tiny_lm, pool, tmp_path, monkeypatch):
-    import companion.absorb as A
-    import companion.batch as B
+    import companion.batched.absorb as A
+    import companion.batched.batch as B
 
     seed, select, framed = (Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r))
                             for r in ("seed", "select-deep", "deep-framed"))
@@ -290,11 +290,11 @@ def test_resume_with_another_recipe_list_is_refused(tiny_lm, pool, tmp_path):
 
 def test_answer_nll_is_the_mean_token_nll_of_the_answer_after_the_asked_prompt(engine, pool, tmp_path):
     """The recorded NLL equals a by-hand forward over exactly the prompt the mode's question is asked with."""
-    from companion import engram as E
-    from companion.cycle import chat_ids
-    from companion.harness.degradation import ACK
-    from companion.harness.facts import facts_for
-    from companion.modes import format_turns, with_context
+    from companion.engine import engram as E
+    from companion.engine.cycle import chat_ids
+    from companion.eval.harness.degradation import ACK
+    from companion.eval.harness.facts import facts_for
+    from companion.eval.modes import format_turns, with_context
 
     settings = RunSettings(seed=4, cycles=[0], modes=["engram", "none", "transcript"], max_new_tokens=2)
     res = run(engine, settings, 1, tmp_path, pool=pool, progress=False)
@@ -334,7 +334,7 @@ def test_answer_in_the_transcript_lowers_its_nll_on_the_real_model(embedded_lm, 
 
 
 def test_warmup_turns_come_before_the_fact_and_lockstep_equals_one_at_a_time(tiny_lm, pool, tmp_path):
-    from companion.harness import Trial
+    from companion.eval.harness import Trial
 
     engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in ("seed", "select-words")]
     settings = RunSettings(seed=3, cycles=[0, 1], max_new_tokens=3, warmup=2)
@@ -360,7 +360,7 @@ def test_a_negative_warmup_is_refused():
 
 
 def test_results_name_the_code_a_run_started_on(engine, pool, tmp_path, monkeypatch):
-    import companion.harness.degradation as DG
+    import companion.eval.harness.degradation as DG
 
     out = tmp_path / "run"
     # before any trial is written the run is starting; after, a commit could have landed meanwhile
@@ -370,7 +370,7 @@ def test_results_name_the_code_a_run_started_on(engine, pool, tmp_path, monkeypa
 
 
 def test_recipe_table_known_answer():
-    from companion.harness.report import recipe_table
+    from companion.eval.harness.report import recipe_table
 
     def cell(correct, low, high):
         return {"correct": correct, "trials": 4, "low": low, "high": high}
@@ -390,8 +390,8 @@ def test_recipe_table_known_answer():
 
 
 def test_retrieval_choice_defaults_to_the_product_recipe_and_refuses_one_not_compared():
-    from companion.modes import retrieval_choice
-    from companion.recipes import DEFAULT, recipe_names
+    from companion.engine.recipes import DEFAULT, recipe_names
+    from companion.eval.modes import retrieval_choice
 
     every = recipe_names()
     assert retrieval_choice(None, every) == [DEFAULT]
@@ -405,7 +405,7 @@ def test_retrieval_choice_defaults_to_the_product_recipe_and_refuses_one_not_com
 
 
 def test_dev_facts_come_from_the_training_templates_and_never_the_harness_ones(engine, pool, tmp_path):
-    from companion.harness.facts import TEMPLATES, facts_for
+    from companion.eval.harness.facts import TEMPLATES, facts_for
     from companion.training.facts import TRAIN_TEMPLATES
 
     harness, dev = {t[0] for t in TEMPLATES}, {t[0] for t in TRAIN_TEMPLATES}

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from companion import engram as E
-from companion.config import ConfigError, EngramConfig
+from companion.engine import engram as E
+from companion.engine.config import ConfigError, EngramConfig
 
 
 def test_chunk_bounds_cover_sequence_without_gaps():
@@ -77,7 +77,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="slots"):
         EngramConfig(slots=0)
     with pytest.raises(ConfigError, match="pooling"):
-        EngramConfig(pooling="max")
+        EngramConfig.from_dict({"pooling": "max"})  # the seed's knobs live in its recipe, read from old dicts
     with pytest.raises(ConfigError, match="beyond this model's depth"):
         EngramConfig(layer=16).check_model(num_hidden_layers=4)
     EngramConfig(layer=4).check_model(num_hidden_layers=4)  # 4 blocks -> hidden_states[4] exists
@@ -86,3 +86,15 @@ def test_config_validation():
     assert cfg.differences(EngramConfig()) == ["layer: 8 -> 16", "slots: 4 -> 32"]
     with pytest.raises(ConfigError, match="unknown recipe fields"):
         EngramConfig.from_dict({"layer": 1, "colour": "red"})
+
+
+def test_the_config_holds_only_what_the_recipe_has():
+    # Sessions stored the seed's knobs with every recipe; they load, and nothing prints them any more.
+    old = {"injection": "prepend-embeds", "layer": 16, "pooling": "chunk-mean", "scaling": "embedding-mean-norm",
+           "slots": 32, "recipe": "select-chat", "fixed": "ab" * 32}
+    cfg = EngramConfig.from_dict(old)
+    assert cfg.to_dict() == {"layer": 16, "slots": 32, "recipe": "select-chat", "fixed": "ab" * 32}
+    assert "pooling" not in cfg.describe() and "embedding" not in cfg.describe()
+    assert "chunk-mean, embedding-mean-norm" in EngramConfig().describe()  # the seed recipe does pool and scale
+    with pytest.raises(ConfigError, match="scaling 'none'.*cannot be resumed"):
+        EngramConfig.from_dict({**old, "scaling": "none"})

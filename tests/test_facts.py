@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from companion.harness.facts import TEMPLATES, Fact, facts_for, foreign_trial, leaks, make_fact, trial_fact
-from companion.harness.scoring import is_correct
+from companion.eval.harness.facts import TEMPLATES, Fact, facts_for, foreign_trial, leaks, make_fact, trial_fact
+from companion.eval.harness.scoring import is_correct
 
 
 def test_same_seed_same_facts_other_seed_other_facts():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sqlalchemy import create_engine, text
 
-from companion.cycle import Engine
+from companion.engine.cycle import Engine
 from memory_store import crud, open_store
 
 SMALL = ["--layer", "2", "--slots", "4", "--max-new-tokens", "5"]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from companion import halves
-from companion.config import EngramConfig
-from companion.cycle import Engine
+from companion.engine import halves
+from companion.engine.config import EngramConfig
+from companion.engine.cycle import Engine
 
 
 def test_distinct_known_answers():
@@ -63,8 +63,8 @@ LAYER_RECIPES = ["deep-framed", "select-deep", "select-sticky", "select-words"]
 @pytest.fixture()
 def lower_calls(monkeypatch):
     """The batch size of every lower half the batch module runs."""
-    import companion.absorb as A
-    import companion.batch as B
+    import companion.batched.absorb as A
+    import companion.batched.batch as B
 
     calls, real = [], B.lower
 
@@ -80,8 +80,8 @@ def lower_calls(monkeypatch):
 @pytest.mark.parametrize("recipes", [LAYER_RECIPES, LAYER_RECIPES[1:]], ids=["with-deep-framed", "surprise-only"])
 def test_absorb_rows_sharing_a_lower_half_equal_absorb(tiny_lm, lower_calls, recipes, monkeypatch):
     """deep-framed needs no output layer: it takes the shared lower half and skips the upper one."""
-    import companion.absorb as A
-    from companion.absorb import absorb_rows
+    import companion.batched.absorb as A
+    from companion.batched.absorb import absorb_rows
 
     upper_rows, real_upper = [], A.upper
     monkeypatch.setattr(A, "upper", lambda model, hidden, *a, **k: upper_rows.append(hidden.shape[0])
@@ -100,8 +100,8 @@ def test_absorb_rows_sharing_a_lower_half_equal_absorb(tiny_lm, lower_calls, rec
 
 
 def test_answer_rows_sharing_a_lower_half_equal_run_turn_and_answer_nll(tiny_lm, lower_calls):
-    from companion.batch import answer_rows
-    from companion.harness.nll import nll_one
+    from companion.batched.batch import answer_rows
+    from companion.eval.harness.nll import nll_one
 
     engines = [Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe=r)) for r in LAYER_RECIPES + ["seed"]]
     torch.manual_seed(6)

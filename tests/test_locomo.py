@@ -8,14 +8,14 @@ from collections import Counter
 import pytest
 import torch
 
-from companion.config import EngramConfig
-from companion.cycle import Engine
-from companion.locomo import asking as AS
-from companion.locomo import data as D
-from companion.locomo import evaluate as EV
-from companion.locomo.f1 import declines, locomo_f1, normalize, token_f1
-from companion.locomo.replay import replay
-from companion.locomo.report import write
+from companion.engine.config import EngramConfig
+from companion.engine.cycle import Engine
+from companion.eval.locomo import asking as AS
+from companion.eval.locomo import data as D
+from companion.eval.locomo import evaluate as EV
+from companion.eval.locomo.f1 import declines, locomo_f1, normalize, token_f1
+from companion.eval.locomo.replay import replay
+from companion.eval.locomo.report import write
 from memory_store import crud, open_store
 
 DATA = D.default_data_dir()
@@ -180,11 +180,11 @@ def test_tiny_run_writes_everything_then_reuses_replay_and_answers(tiny_engine, 
     def boom(*a, **k):
         raise AssertionError("should have been cached")
 
-    import companion.absorb
-    import companion.batch
+    import companion.batched.absorb
+    import companion.batched.batch
 
-    for target, name in ((Engine, "absorb"), (AS, "ask"), (companion.absorb, "absorb_rows"),
-                         (companion.batch, "answer_many"), (Engine, "answer_nll")):
+    for target, name in ((Engine, "absorb"), (AS, "ask"), (companion.batched.absorb, "absorb_rows"),
+                         (companion.batched.batch, "answer_many"), (Engine, "answer_nll")):
         monkeypatch.setattr(target, name, boom)
     again = EV.run(tiny_engine, convs, out, settings, progress=False)
     assert all(r["new_turns"] == 0 for r in again.replays["seed"].values())
@@ -245,8 +245,8 @@ def test_interrupted_replay_resumes_from_last_committed_turn(tiny_engine, tmp_pa
 
 
 def test_shared_prefix_answers_equal_run_turn(tiny_engine):
-    from companion.locomo.prefix import answer_shared
-    from companion.modes import with_context
+    from companion.eval.locomo.prefix import answer_shared
+    from companion.eval.modes import with_context
 
     context = "User: Ann: the blue kayak is in the shed\nAssistant: Bea: noted, the shed " * 6
     texts = [with_context(context, q) for q in ("Where is the kayak?", "What colour is it?", "Who owns it?")]
@@ -259,8 +259,8 @@ def test_shared_prefix_answers_equal_run_turn(tiny_engine):
 
 
 def test_shared_prefix_and_batched_nll_equal_answer_nll(tiny_engine):
-    from companion.harness.nll import nll_many, nll_one, nll_shared
-    from companion.modes import with_context
+    from companion.eval.harness.nll import nll_many, nll_one, nll_shared
+    from companion.eval.modes import with_context
 
     context = "User: Ann: the blue kayak is in the shed\nAssistant: Bea: noted, the shed " * 6
     texts = [with_context(context, q) for q in ("Where is the kayak?", "What colour is it?", "Who owns it?")]
@@ -275,7 +275,7 @@ def test_shared_prefix_and_batched_nll_equal_answer_nll(tiny_engine):
 
 
 def test_results_name_the_code_a_run_started_on(tiny_engine, tmp_path, monkeypatch):
-    import companion.locomo.report as R
+    import companion.eval.locomo.report as R
 
     convs = [D.parse(_conversation(t, 2, 3, opener=o), f"conv-{t}") for t, o in (("x", "B"), ("y", "A"))]
     settings = EV.RunSettings(limit=2, max_new_tokens=2, context_chars=600, batch=4)
@@ -286,7 +286,7 @@ def test_results_name_the_code_a_run_started_on(tiny_engine, tmp_path, monkeypat
 
 
 def test_next_turn_nll_scores_from_start_with_the_engram_of_everything_before(tiny_lm):
-    from companion.locomo.nextturn import next_turn_nll, summarise
+    from companion.eval.locomo.nextturn import next_turn_nll, summarise
 
     eng = Engine(tiny_lm, EngramConfig(layer=2, slots=8, recipe="select-sticky"))
     turns = [("My van is called Zorbo.", "Nice name."), ("It is blue.", "Lovely."), ("Where is it?", "Parked."),

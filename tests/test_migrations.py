@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from sqlalchemy import create_engine, inspect, text
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-import torch
-from sqlalchemy import create_engine, inspect, text
-
 from memory_store import Base, SchemaTooNewError, crud, encode_engram, open_store
 from memory_store.branching import fork_session
 from memory_store.db import alembic_config

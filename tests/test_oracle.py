@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from companion import engram as E
-from companion.harness import oracle as O
+from companion.engine import engram as E
+from companion.eval.harness import oracle as O
 
 STATEMENT = "I named my cactus Vornelk."
 
@@ -89,7 +89,7 @@ def test_constrained_needs_a_layer_reader(tiny_lm):
 
 
 def test_a_trial_record_and_the_table(tiny_lm):
-    from companion.harness.facts import facts_for
+    from companion.eval.harness.facts import facts_for
 
     eng = _engine(tiny_lm, "deep-framed")
     fact, _ = facts_for(0, 0)

@@ -16,30 +16,14 @@ import threading
 
 import pytest
 import torch
+from sqlalchemy import create_engine, func, inspect, select, text, update
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, inspect, select, text, update
-
-from memory_store import (
-    Base,
-    ChatSession,
-    CorruptEngramError,
-    Engram,
-    SchemaTooNewError,
-    StaleSessionError,
-    Turn,
-    add_turn,
-    create_session,
-    delete_session,
-    engram_rows,
-    get_session,
-    latest_engram,
-    list_sessions,
-    load_engram,
-    open_store,
-    turns,
-)
+from memory_store import (Base, ChatSession, CorruptEngramError, Engram, SchemaTooNewError, StaleSessionError, Turn,
+                          add_turn, create_session, delete_session, engram_rows, get_session, latest_engram,
+                          list_sessions, load_engram, open_store, turns)
 from memory_store.db import alembic_config
 
 PG_URL = os.environ.get("COMPANION_TEST_PG_URL")
@@ -256,7 +240,7 @@ def test_first_schema_then_upgrade_keeps_data(tmp_path):
 
 
 def test_export_import_through_postgres(pg, tmp_path):
-    from companion.transfer import export_session, import_session
+    from companion.app.transfer import export_session, import_session
 
     chat = _chat(pg)
     for i in range(2):

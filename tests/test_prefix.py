@@ -6,12 +6,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import companion.absorb as A
-import companion.batch as B
-import companion.prefix as prefix
-import companion.rows as R
-from companion.config import EngramConfig
-from companion.cycle import Engine
+import companion.batched.absorb as A
+import companion.batched.batch as B
+import companion.batched.prefix as prefix
+import companion.batched.rows as R
+from companion.engine.config import EngramConfig
+from companion.engine.cycle import Engine
 
 
 def _row(ids, slots=()):

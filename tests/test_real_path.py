@@ -62,8 +62,8 @@ def test_two_processes_resume_the_engram_bit_for_bit(embedded_lm, companion_home
     cycle, engrams = stored_engrams(db, "trip")
     assert cycle == 2 and torch.equal(engrams[0][1], e1)  # turn 1's engram untouched
 
-    from companion.config import EngramConfig
-    from companion.cycle import Engine, chat_ids
+    from companion.engine.config import EngramConfig
+    from companion.engine.cycle import Engine, chat_ids
 
     engine = Engine(embedded_lm, EngramConfig())
     again = engine.run_turn(e1, "Where do I live?", max_new_tokens=24)
@@ -135,7 +135,7 @@ def test_resume_with_other_recipe_is_refused(companion_home, embedded_lm, db):
     assert "layer: 16 -> 8" in res.stderr and "new session" in res.stderr
     assert stored_engrams(db, "r")[0] == 1
     # with no recipe options the embedded model gets the default recipe itself (its weights fit)
-    from companion.recipes import DEFAULT
+    from companion.engine.recipes import DEFAULT
 
     store = open_store(db)
     with store.session() as s:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from companion.config import ConfigError, EngramConfig
-from companion.cycle import Engine, chat_ids
-from companion.recipes import get_recipe, recipe_names
-from companion.recipes.base import Placement, Written
-from companion.recipes.writers import Select, sink_positions
+from companion.engine.config import ConfigError, EngramConfig
+from companion.engine.cycle import Engine, chat_ids
+from companion.engine.recipes import get_recipe, recipe_names
+from companion.engine.recipes.base import Placement, Written
+from companion.engine.recipes.writers import Select, sink_positions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "seed_engram.safetensors"
 
@@ -19,8 +19,14 @@ def test_seed_recipe_is_the_pre_recipe_cycle_bit_for_bit(tiny_lm):
     # The fixture was written by the hard-wired cycle before the recipe room existed.
     from tests.fixtures.make_seed_engram import seed_engrams
 
+    # Written on one thread (the fixture's docstring says why bits depend on the thread count).
     want = load_file(str(FIXTURE))
-    got = seed_engrams(tiny_lm)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        got = seed_engrams(tiny_lm)
+    finally:
+        torch.set_num_threads(threads)
     for name in want:
         assert torch.equal(got[name], want[name]), name
 
@@ -53,7 +59,7 @@ def test_framed_reader_puts_slots_inside_the_user_message(tiny_lm):
 
 
 def test_deep_reader_at_layer_0_equals_the_unscaled_prefix_reader(tiny_lm):
-    from companion.recipes.readers import PrefixReader
+    from companion.engine.recipes.readers import PrefixReader
 
     deep = Engine(tiny_lm, EngramConfig(layer=0, slots=4, recipe="deep"))
     assert deep.reader.depth_is_layer
@@ -206,7 +212,7 @@ def test_select_whole_words_keeps_a_rare_words_pieces_together():
 
 
 def test_fill_whole_takes_groups_whole_and_skips_one_that_no_longer_fits():
-    from companion.recipes.writers import fill_whole
+    from companion.engine.recipes.writers import fill_whole
 
     assert fill_whole([9.0, 9.0, 9.0, 5.0, 4.0], [0, 0, 0, 1, 2], 3) == [0, 1, 2]
     assert fill_whole([9.0, 9.0, 9.0, 5.0, 4.0], [0, 0, 0, 1, 2], 2) == [3, 4]
@@ -243,7 +249,7 @@ def test_select_whole_words_lets_a_long_name_into_a_full_engram():
 
 
 def test_lead_in_joins_the_words_before_a_rare_one_but_not_template_tokens():
-    from companion.recipes.writers import lead_in
+    from companion.engine.recipes.writers import lead_in
 
     # words: 'a'(0.3) 'village'(1.4) 'called'(5.0) 'Zyplyn'(13.4, two pieces) ','(1.5)
     sal, group = lead_in([0.3, 1.4, 5.0, 13.4, 13.4, 1.5], [True, True, True, True, False, True], 2)
@@ -265,7 +271,7 @@ def test_select_context_brings_a_name_in_with_the_words_before_it():
 
 
 def test_word_starts_joins_the_pieces_of_an_invented_name(tokenizer):
-    from companion.chat_format import word_starts
+    from companion.engine.chat_format import word_starts
 
     ids = tokenizer("I grew up in Zyplyn, by 2019.", add_special_tokens=False)["input_ids"]
     words, begin = [], 0
@@ -289,7 +295,7 @@ def test_select_words_recipe_reads_word_starts_through_the_engine(tiny_lm):
 
 
 def test_chunk_mean_drops_sinks_and_centres_by_hand():
-    from companion.recipes.writers import ChunkMean
+    from companion.engine.recipes.writers import ChunkMean
 
     states = torch.tensor([[100.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
     w = Written(states, Placement(ids=list(range(5))))
@@ -300,7 +306,7 @@ def test_chunk_mean_drops_sinks_and_centres_by_hand():
 
 
 def test_prefix_reader_keep_first_puts_slots_after_the_first_token(tiny_lm):
-    from companion.recipes.readers import PrefixReader
+    from companion.engine.recipes.readers import PrefixReader
 
     tok = tiny_lm.tokenizer
     ids = chat_ids(tok, "hi")
@@ -313,7 +319,7 @@ def test_prefix_reader_keep_first_puts_slots_after_the_first_token(tiny_lm):
 
 
 def test_per_slot_scaling_gives_every_slot_the_embedding_norm():
-    from companion.recipes.readers import PrefixReader
+    from companion.engine.recipes.readers import PrefixReader
 
     v = torch.tensor([[3.0, 4.0], [0.0, 10.0]])
     out = PrefixReader(scaling="per-slot").vectors(v, 2.0)
@@ -330,8 +336,8 @@ def test_centred_recipe_pins_its_mean_state_by_hash(tiny_lm):
 
 
 def test_a_selecting_session_resumes_and_moves_while_its_engram_is_not_yet_full(tiny_lm, tmp_path):
-    from companion.service import Companion
-    from companion.transfer import export_session, import_session
+    from companion.app.service import Companion
+    from companion.app.transfer import export_session, import_session
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     comp = Companion(db_url=url, lm=tiny_lm, config=EngramConfig(layer=2, slots=64, recipe="select-sticky"),
@@ -368,7 +374,7 @@ def test_select_salience_from_generation_equals_a_plain_pass_when_the_length_lim
 
 
 def test_trace_session_names_the_tokens_a_select_engram_holds(tiny_lm):
-    from companion.harness.trace import trace_session
+    from companion.eval.harness.trace import trace_session
 
     turns = [("I named my cactus Vornelk.", "Nice."), ("The weather is grey today.", "Yes.")]
     sel = trace_session(Engine(tiny_lm, EngramConfig(layer=2, slots=4, recipe="select-words")), turns)

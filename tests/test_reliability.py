@@ -24,11 +24,11 @@ from safetensors import safe_open
 from safetensors.torch import save
 from sqlalchemy import select, update
 
-from companion.config import EngramConfig
-from companion.loading import LanguageModel, weights_fingerprint
-from companion.repl import private_file
-from companion.service import Companion, CompanionError
-from companion.transfer import TransferError, export_session, import_session, tensor_sha256
+from companion.app.repl import private_file
+from companion.app.service import Companion, CompanionError
+from companion.app.transfer import TransferError, export_session, import_session, tensor_sha256
+from companion.engine.config import EngramConfig
+from companion.engine.loading import LanguageModel, weights_fingerprint
 from memory_store import Engram, crud, open_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -249,7 +249,7 @@ def test_data_folder_db_wal_export_and_history_are_owner_only(tiny_lm, tmp_path,
         home = tmp_path / "home" / "companion"
         monkeypatch.setenv("COMPANION_HOME", str(home))
         monkeypatch.delenv("COMPANION_DB", raising=False)
-        from companion.settings import cache_dir, data_dir
+        from companion.app.settings import cache_dir, data_dir
 
         assert stat.S_IMODE(data_dir().stat().st_mode) == 0o700
         assert stat.S_IMODE(cache_dir().stat().st_mode) == 0o700
@@ -446,10 +446,10 @@ def test_export_import_through_the_cli(embedded_lm, companion_home, tmp_path):
 
 def test_first_schema_database_upgrades_with_data_intact(tmp_path):
     """tests/fixtures/schema_0001.db was written by revision 0001 (make_schema_0001.py)."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
 
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
     from memory_store.db import alembic_config
 
     sys.path.insert(0, str(FIXTURES))

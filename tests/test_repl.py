@@ -2,7 +2,7 @@
 
 import io
 
-from companion.repl import run_repl
+from companion.app.repl import run_repl
 
 
 def scripted(lines):

@@ -1,6 +1,6 @@
 """Resuming like a person expects: the header, /history, the cut notice and /more, relative dates.
 
-A scripted REPL session through the real CLI (companion.cli.main) on the tiny model.
+A scripted REPL session through the real CLI (companion.app.cli.main) on the tiny model.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from companion import cli, repl
-from companion.resume import SHORT, shorten
+from companion.app import cli, repl
+from companion.app.resume import SHORT, shorten
 from memory_store import ChatSession, crud, open_store
 from memory_store.models import utcnow
 from tests.test_repl import scripted

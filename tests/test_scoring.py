@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from companion.harness.scoring import is_correct, normalise, wilson
+from companion.eval.harness.scoring import is_correct, normalise, wilson
 
 
 def test_normalise():
@@ -45,7 +45,7 @@ def test_wilson_narrows_with_more_trials():
 
 
 def test_intrusions_count_the_foreign_engrams_own_answer_in_foreign_rows_only():
-    from companion.harness.summary import intrusions
+    from companion.eval.harness.summary import intrusions
 
     def trial(replies: dict[str, str]) -> dict:
         return {"foreign_fact": {"answer": "July 12", "aliases": ["12th of july"]},
@@ -62,8 +62,8 @@ def test_intrusions_count_the_foreign_engrams_own_answer_in_foreign_rows_only():
 
 
 def test_the_foreign_transcript_holds_the_other_sessions_words_and_counts_as_an_intrusion_row():
-    from companion.harness.summary import intrusions
-    from companion.modes import MODE_NAMES, Memory, make_modes
+    from companion.eval.harness.summary import intrusions
+    from companion.eval.modes import MODE_NAMES, Memory, make_modes
 
     own = Memory(turns=[("My cactus is called Vornelk.", "Nice!")])
     other = Memory(turns=[("We married on July 12.", "Congratulations!")])
@@ -78,9 +78,9 @@ def test_the_foreign_transcript_holds_the_other_sessions_words_and_counts_as_an_
 
 
 def test_the_rule_picks_a_recipe_that_recalls_more_unless_it_intrudes_more_than_the_text_would():
-    from companion.harness.summary import wilson
-    from companion.harness.verdict import verdict_lines
-    from companion.recipes.base import DEFAULT
+    from companion.engine.recipes.base import DEFAULT
+    from companion.eval.harness.summary import wilson
+    from companion.eval.harness.verdict import verdict_lines
 
     def cell(right, n=60):
         low, high = wilson(right, n)
@@ -100,8 +100,8 @@ def test_the_rule_picks_a_recipe_that_recalls_more_unless_it_intrudes_more_than_
 
 
 def test_the_chat_guard_fails_a_recipe_whose_next_utterance_nll_is_clearly_worse_than_none():
-    from companion.harness.summary import wilson
-    from companion.harness.verdict import choose_default
+    from companion.eval.harness.summary import wilson
+    from companion.eval.harness.verdict import choose_default
 
     def cell(right, n=60):
         low, high = wilson(right, n)
@@ -124,13 +124,13 @@ def test_choose_default_script_reads_saved_runs(tmp_path, capsys):
     import json
     from pathlib import Path
 
-    from companion.harness.summary import wilson
+    from companion.eval.harness.summary import wilson
 
     def cell(right, n=60):
         low, high = wilson(right, n)
         return {"1": {"correct": right, "trials": n, "low": low, "high": high}}
 
-    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[1] / "scripts" / "choose_default.py")
+    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[1] / "scripts" / "research" / "choose_default.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     (tmp_path / "deg").mkdir()

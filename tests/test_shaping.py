@@ -11,16 +11,16 @@ import json
 import pytest
 import torch
 
-from companion import modes as harness_modes
-from companion import recall as product_recall
-from companion import retrieval
-from companion.config import EngramConfig
-from companion.cycle import Engine
-from companion.modes import Memory, make_modes, with_context
-from companion.recall import RECALL_CHARS
-from companion.resume import resume_header
-from companion.sampling import Sampling, pick
-from companion.service import Companion
+from companion.app import recall as product_recall
+from companion.app.recall import RECALL_CHARS
+from companion.app.resume import resume_header
+from companion.app.service import Companion
+from companion.engine import retrieval
+from companion.engine.config import EngramConfig
+from companion.engine.cycle import Engine
+from companion.engine.sampling import Sampling, pick
+from companion.eval import modes as harness_modes
+from companion.eval.modes import Memory, make_modes, with_context
 from memory_store import crud, open_store
 
 SMALL = ["--layer", "2", "--slots", "4", "--max-new-tokens", "8"]

@@ -13,29 +13,10 @@ import torch
 from safetensors.torch import save as st_save
 from sqlalchemy import func, inspect, select, text, update
 
-from memory_store import (
-    ChatSession,
-    CorruptEngramError,
-    Engram,
-    SessionNameError,
-    StaleSessionError,
-    Store,
-    Turn,
-    add_turn,
-    create_session,
-    decode_engram,
-    delete_session,
-    encode_engram,
-    engram_rows,
-    get_session,
-    latest_engram,
-    list_sessions,
-    load_engram,
-    open_store,
-    touch,
-    turns,
-    validate_session_name,
-)
+from memory_store import (ChatSession, CorruptEngramError, Engram, SessionNameError, StaleSessionError, Store, Turn,
+                          add_turn, create_session, decode_engram, delete_session, encode_engram, engram_rows,
+                          get_session, latest_engram, list_sessions, load_engram, open_store, touch, turns,
+                          validate_session_name)
 
 SHAPE = (32, 576)
 

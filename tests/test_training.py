@@ -10,14 +10,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from companion.config import ConfigError, EngramConfig
-from companion.cycle import Engine
-from companion.harness.distractors import generated_conversations
-from companion.harness.facts import TEMPLATES
-from companion.recipes import mapped as M
-from companion.recipes import trained as T
-from companion.recipes.base import Placement, Written
-from companion.recipes.writers import Select
+from companion.corpora.conversations import generated_conversations
+from companion.engine.config import ConfigError, EngramConfig
+from companion.engine.cycle import Engine
+from companion.engine.recipes import mapped as M
+from companion.engine.recipes import trained as T
+from companion.engine.recipes.base import Placement, Written
+from companion.engine.recipes.writers import Select
+from companion.eval.harness.facts import TEMPLATES
 from companion.training import Trainer, TurnBank, build_data
 from companion.training.facts import TRAIN_TEMPLATES
 
@@ -131,8 +131,8 @@ def test_turn_bank_round_trips(setup, tmp_path):
 
 
 def test_other_weights_are_refused_and_the_session_round_trips(tiny_lm, tmp_path, weights, monkeypatch):
-    from companion.service import Companion
-    from companion.transfer import export_session, import_session
+    from companion.app.service import Companion
+    from companion.app.transfer import export_session, import_session
     from memory_store import open_store
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
@@ -242,7 +242,7 @@ def test_absent_episodes_ask_about_a_fact_never_told_in_that_life():
 
 
 def test_quiet_episodes_ask_what_was_never_told_and_target_the_models_own_reply(setup):
-    from companion.batch import answer_many
+    from companion.batched.batch import answer_many
     from companion.training.episodes import QUIET
 
     eng, plain, bank = setup
@@ -285,8 +285,8 @@ def test_examples_in_the_docstrings():
 
 
 def test_a_mapped_session_round_trips_and_other_weights_are_refused(tiny_lm, tmp_path, monkeypatch):
-    from companion.service import Companion
-    from companion.transfer import export_session, import_session
+    from companion.app.service import Companion
+    from companion.app.transfer import export_session, import_session
     from memory_store import open_store
 
     trained = M.init_map(64, seed=3)
@@ -349,7 +349,7 @@ def tok_first(eng, text: str) -> int:
 
 
 def test_new_sessions_get_a_trained_default_only_where_its_weights_fit(tiny_lm, tmp_path, monkeypatch):
-    from companion.recipes import base
+    from companion.engine.recipes import base
 
     monkeypatch.setattr(base, "DEFAULT", "select-mapped")
     monkeypatch.delenv(M.MAPPED_WEIGHTS.env, raising=False)
@@ -394,7 +394,7 @@ def test_mix_weights_averages_two_runs_and_refuses_different_writers(tmp_path, c
 
     from safetensors.torch import load_file
 
-    spec = importlib.util.spec_from_file_location("mix_weights", Path(__file__).parents[1] / "scripts" / "mix_weights.py")
+    spec = importlib.util.spec_from_file_location("mix_weights", Path(__file__).parents[1] / "scripts" / "research" / "mix_weights.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     one, two = M.init_map(8, rank=2, seed=1), M.init_map(8, rank=2, seed=2)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from ..rows import padded
-from ..chat_format import end_id
-from ..recipes.base import Placement, Written
+from companion.batched.rows import padded
+from companion.engine.chat_format import end_id
+from companion.engine.recipes.base import Placement, Written
 
 
 class TurnBank:

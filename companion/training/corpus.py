@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from ..harness.distractors import clip, conversation_turns, default_data_path
+from companion.corpora.conversations import clip, conversation_turns, default_data_path
 
 TRAIN_CONVERSATION = "conv-26"
 

@@ -12,7 +12,7 @@ and the target the model should produce. The kinds of episode:
            reply the person gave (the engram must not push stored words into
            every reply: a writer trained on qa and recon alone made the model
            open unrelated replies with the remembered name; measured, these
-           episodes did not stop it: docs/RESULTS.md, "A trained map")
+           episodes did not stop it: docs/HISTORY.md, "A trained map")
     absent the same life, then the question of a fact that was never told;
            target: ABSENT_REPLY (without these the engram answered every
            personal question with whatever it held; with them too, mostly)

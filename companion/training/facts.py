@@ -1,6 +1,6 @@
 """Planted facts for training only: templates of our own, none shared with the harness's.
 
-The harness (companion.harness.facts) measures recall on its 18 templates;
+The harness (companion.eval.harness.facts) measures recall on its 18 templates;
 training must never see them, so these are other things a user might say
 (other objects, other wording, other questions). The invented answers come
 from the same generators, so the kind of answer is alike and the sentences are not.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 
-from ..harness.facts import MONTHS, Fact, invented_name, invented_word, leaks
+from companion.corpora.facts import MONTHS, Fact, invented_name, invented_word, leaks
 
 TRAIN_TEMPLATES: list[tuple[str, str, str, str]] = [
     ("van", "I drive an old camper van that I call {x}.", "What do I call my van?", "name"),

@@ -21,9 +21,10 @@ import random
 import torch
 import torch.nn.functional as F
 
-from ..rows import padded, writing
-from ..config import ConfigError
-from ..recipes.base import Placement
+from companion.batched.rows import padded, writing
+from companion.engine.config import ConfigError
+from companion.engine.recipes.base import Placement
+
 from .episodes import KINDS, QUIET, Curriculum, Episode
 
 RECON_TARGET_TOKENS = 24  # a statement is cut here: the engram need not hold a whole paragraph
@@ -88,7 +89,7 @@ class Trainer:
         """The frozen model's greedy reply to prompt with no memory: a quiet episode's target.
         One prompt per pass, so the reply does not depend on what it was batched with."""
         if prompt not in self._own:
-            from ..batch import answer_many
+            from companion.batched.batch import answer_many
 
             with torch.no_grad():
                 self._own[prompt] = answer_many(self.engine, [None], [prompt],
@@ -218,7 +219,7 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 def mix(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
     """share * first + (1 - share) * second, name by name: two runs of one writer from the same start,
     averaged (a "soup"; select-chat is one: between a run that recalls loudly and one that keeps
-    quiet but forgets, measured in docs/RESULTS.md).
+    quiet but forgets, measured in docs/HISTORY.md).
 
     >>> mix({"a": torch.ones(2)}, {"a": torch.zeros(2)}, 0.25)["a"].tolist()
     [0.25, 0.25]
