@@ -10,7 +10,7 @@ answer (and statement-reconstruction) NLL through the frozen model. Outputs in
 DIR: checkpoint.safetensors (resumes), history.jsonl, loss.png and
 weights.safetensors (the writer's parameters with the command in their
 metadata). To ship: copy weights.safetensors to
-companion/recipes/weights/RECIPE.safetensors and record its sha256 in the
+companion/engine/recipes/weights/RECIPE.safetensors and record its sha256 in the
 recipe's Weights (trained.py, mapped.py). Or try them without shipping:
 COMPANION_TRAINED_WEIGHTS=DIR/weights.safetensors scripts/degradation.py --recipe select-trained ...
 (COMPANION_MAPPED_WEIGHTS for select-mapped).

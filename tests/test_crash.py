@@ -1,6 +1,6 @@
 """Crash safety: a real `companion say` SIGKILLed at every point of a turn.
 
-Named points use the COMPANION_CRASH_AT test hook in companion/service.py
+Named points use the COMPANION_CRASH_AT test hook in companion/app/service.py
 (the process kills itself there, so each point is hit exactly); random points
 are SIGKILLs sent from outside after a random delay. After every kill: the
 store opens and lists its sessions (`sessions --json` as a real process

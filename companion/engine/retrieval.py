@@ -7,7 +7,7 @@
     [0]
 
 `recall` is the one implementation behind both the harness's retrieval modes
-(companion/modes.py) and the product's `--recall K` (companion/service.py),
+(companion/eval/modes.py) and the product's `--recall K` (companion/app/service.py),
 and `with_context` the one framing of recalled text in front of a new input.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Which recipe should new sessions get? The rule of companion/harness/verdict.py on saved runs.
+"""Which recipe should new sessions get? The rule of companion/eval/harness/verdict.py on saved runs.
 
     python scripts/research/choose_default.py --degradation runs/held-chat --next-turn runs/next-turn-chat --base select-sticky
 

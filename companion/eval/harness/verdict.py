@@ -98,5 +98,5 @@ def verdict_lines(results: dict, k: str = "1", *, base: str | None = None, harm:
     chosen, lines = choose_default(recall, results.get("answer_nll", {}), k, base=base,
                                    intrusions=results.get("intrusions") or None, harm=harm)
     guard = " with the chat guard" if harm is not None else ""
-    return [f"The default by the rule at k={k} (companion/harness/verdict.py{guard}), against {base}: **{chosen}**.",
+    return [f"The default by the rule at k={k} (companion/eval/harness/verdict.py{guard}), against {base}: **{chosen}**.",
             "", *[f"- {x}" for x in lines]]
