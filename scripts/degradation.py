@@ -3,6 +3,7 @@
 
     python scripts/degradation.py --quick --out runs/degradation-quick
     python scripts/degradation.py --out runs/degradation-full          # the full profile (GPU advised)
+    python scripts/degradation.py --long --recipes select-keep select-chat --warmup 10 --out runs/long-w10
     python scripts/degradation.py --quick --recipes seed select-deep --out runs/dq-two
     python scripts/degradation.py --quick --recipes all --out runs/dq-all
     python scripts/degradation.py --quick --recipes all --reuse runs/dq-all --out runs/dq-all2  # a recipe added
@@ -28,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from companion.eval.harness import FULL, QUICK
+    from companion.eval.harness import FULL, LONG, QUICK
     from companion.eval.harness.facts import FACT_SETS
     from companion.eval.modes import ALIASES, KINDS, MODE_NAMES
 
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="recipes that get an engram+retrieval row, or 'all' (default: the product's default "
                         "recipe when it is compared, else the first; those rows are the longest prompts to ask)")
     p.add_argument("--no-nll", action="store_true", help="skip the teacher-forced answer NLL (saves a forward per ask)")
-    p.add_argument("--quick", action="store_true", help="the quick profile (under 10 min on 2 CPU cores)")
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument("--quick", action="store_true", help="the quick profile (under 10 min on 2 CPU cores)")
+    speed.add_argument("--long", action="store_true",
+                       help=f"the long profile: {LONG['trials']} trials to k = {max(LONG['cycles'])} (how long a fact is held)")
     p.add_argument("--data", default=None, help="LoCoMo folder for distractors, or 'generated'")
     p.add_argument("--layer", type=int, default=None, help="engram layer of every recipe (default 16)")
     p.add_argument("--slots", type=int, default=None, help="engram vectors (default 32)")
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from companion.eval.modes import recipe_list, retrieval_choice
     from companion.app.settings import cache_dir
 
-    profile = QUICK if args.quick else FULL
+    profile = QUICK if args.quick else LONG if args.long else FULL
     trials = args.trials or profile["trials"]
     cycles = args.cycles or profile["cycles"]
     shape = {k: v for k, v in (("layer", args.layer), ("slots", args.slots)) if v is not None}
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = DistractorPool.load(args.data)
         lm = load_model(args.model, cache_root=cache_dir())
         engines = [Engine(lm, c) for c in configs]
-        results = run(engines, settings, trials, args.out, pool=pool, profile="quick" if args.quick else "full",
+        results = run(engines, settings, trials, args.out, pool=pool, profile="quick" if args.quick else "long" if args.long else "full",
                       command=" ".join(shlex.quote(a) for a in ["scripts/degradation.py", *sys.argv[1:]]),
                       progress=not args.no_progress, batch=args.batch, reuse=args.reuse)
     except (HarnessError, FileNotFoundError, ValueError, RuntimeError) as exc:

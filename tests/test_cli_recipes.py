@@ -307,7 +307,7 @@ def test_store_benchmark_records_the_recipe(tmp_path):
     assert config == SELECT and engrams[0].shape == (4, 65)
 
 
-TRAINED = {"select-trained", "select-trained-hard", "select-mapped", "select-quiet", "select-chat"}  # shipped weights fit the embedded model only
+TRAINED = {"select-trained", "select-trained-hard", "select-mapped", "select-quiet", "select-chat", "select-keep"}  # shipped weights fit the embedded model only
 
 
 @pytest.mark.parametrize("name", recipe_names())

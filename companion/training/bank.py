@@ -13,6 +13,7 @@ with the slots holding placeholders (in a live turn they hold the engram).
 
     bank = TurnBank.build(engine, turns, firsts)  # turns: [(user, reply)]
     bank.get(i, first=False) -> (states [m, H], surprise [m])
+    bank.words[(i, first)] -> [m] word-start flags, for writers that keep words whole
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from pathlib import Path
 import torch
 
 from companion.batched.rows import padded
-from companion.engine.chat_format import end_id
+from companion.engine.chat_format import end_id, word_starts
 from companion.engine.recipes.base import Placement, Written
 
 
 class TurnBank:
-    def __init__(self, turns: list[tuple[str, str]], entries: dict[tuple[int, bool], tuple[torch.Tensor, list]]):
-        self.turns, self.entries = turns, entries
+    def __init__(self, turns: list[tuple[str, str]], entries: dict[tuple[int, bool], tuple[torch.Tensor, list]],
+                 words: dict[tuple[int, bool], list[bool]] | None = None):
+        self.turns, self.entries, self.words = turns, entries, words or {}
 
     def get(self, index: int, *, first: bool) -> tuple[torch.Tensor, list[float]]:
         return self.entries[(index, first)]
@@ -49,7 +51,8 @@ class TurnBank:
             # The engram is not written: layer-L states below the write depth never see it.
             laid[(i, first)] = Placement(p.ids + [end_id(tok)], p.slots, None, p.depth, p.content, p.user_end)
         jobs.sort(key=lambda j: len(laid[j].ids))  # similar lengths share a pass: little padding
-        entries = {}
+        entries, words = {}, {}
+        wants_words = getattr(engine.writer, "needs_words", False)
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
             places = [laid[j] for j in chunk]
@@ -69,9 +72,12 @@ class TurnBank:
                 lp = torch.log_softmax(logits, dim=-1)
                 sur = [-float(lp[j, p.ids[c]]) for j, c in enumerate(comps)]
                 entries[(i, first)] = (states[comps].clone(), sur)
+                if wants_words:
+                    starts = word_starts(tok, p.ids)
+                    words[(i, first)] = [bool(starts[c]) for c in comps]
             if progress:
                 progress(len(chunk))
-        return cls(turns, entries)
+        return cls(turns, entries, words)
 
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file

@@ -10,6 +10,7 @@ from .base import Recipe, register
 from .fixed import mean_state
 from .mapped import CHAT_WEIGHTS, MAPPED_WEIGHTS, QUIET_WEIGHTS, Mapped
 from .readers import FramedReader, PrefixReader
+from .retention import KEEP_WEIGHTS, Retained
 from .trained import Anchored, fixed_builders
 from .writers import ChunkMean, Select
 
@@ -77,3 +78,10 @@ register(Recipe("select-chat", "select-sticky's token states, each nudged by a t
                 "trained on planted facts, on turns that must not mention them and on real conversations' next "
                 "turns (the model frozen; shipped weights pinned by sha256)", Mapped(), FramedReader(at_layer=True),
                 fixed=fixed_builders(CHAT_WEIGHTS), supported=True))
+# Learned retention (companion.engine.recipes.retention; trained by scripts/train_retention.py, the model
+# frozen): what enters and what stays is a learned value of each state, not its age or surprise alone.
+register(Recipe("select-keep", "whole words of the user's text kept by a learned value (a small scorer over each "
+                "state, its neighbours and its surprise), no per-turn cap and no decay, each nudged by "
+                "select-chat's map; written back at layer L inside the user message (the model frozen; shipped "
+                "weights pinned by sha256)", Retained(), FramedReader(at_layer=True),
+                fixed=fixed_builders(KEEP_WEIGHTS)))

@@ -32,6 +32,8 @@ from .summary import first_position_share
 ACK = "Got it, I'll remember that."
 QUICK = {"trials": 6, "cycles": [0, 1, 2, 5, 10, 20]}
 FULL = {"trials": 20, "cycles": [0, 1, 2, 5, 10, 20, 50, 100]}
+# How long a fact is held: the quick profile's trials out to k = 100 (issue 23's long profile).
+LONG = {"trials": 6, "cycles": [0, 1, 5, 20, 50, 100]}
 
 
 class HarnessError(RuntimeError):
