@@ -78,7 +78,7 @@ def test_recipes_json_lists_every_recipe_with_one_default(monkeypatch, capsys):
     assert cli.main(["recipes", "--json", "--all"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in table] == recipe_names()
-    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-chat"]
+    assert [r["name"] for r in table if r["default"]] == [DEFAULT] == ["select-keep"]
     for r in table:
         recipe = get_recipe(r["name"])
         assert r["description"] == recipe.description
@@ -98,12 +98,12 @@ def test_recipes_lists_the_supported_ones_and_all_the_rest(capsys):
     """The user's list is what we stand behind; the experiments stay one flag away, each still runnable."""
     assert cli.main(["recipes", "--json"]) == 0
     supported = [r["name"] for r in json.loads(capsys.readouterr().out)]
-    assert supported == ["seed", "select-sticky", "select-chat"]
+    assert supported == ["seed", "select-sticky", "select-chat", "select-keep"]
     assert {DEFAULT, PORTABLE} <= set(supported)
     assert cli.main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert "* select-chat" in out and "(default on other models)" in out and "select-quiet" not in out
-    assert f"{len(recipe_names()) - 3} experimental recipes" in out and "--all" in out
+    assert "* select-keep" in out and "(default on other models)" in out and "select-quiet" not in out
+    assert f"{len(recipe_names()) - 4} experimental recipes" in out and "--all" in out
     assert cli.main(["recipes", "--all"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in recipe_names()) and "(experimental)" in out

@@ -115,8 +115,13 @@ class Recipe:
 # [54-77%] against 19/60 [21-44%]; its foreign engram says its own answer 12/60, the foreign
 # transcript 8/60) and LoCoMo's report split (next-utterance NLL -0.170 [-0.216, -0.124] vs no
 # memory, where select-quiet's +0.047 [+0.012, +0.083] fails the chat guard). docs/HISTORY.md,
-# "A map that helps chat".
-DEFAULT = "select-chat"
+# "A map that helps chat". Then select-keep, against select-chat, by the same rule read at k=20
+# (issue 23 asks how long a fact is held; at k=1 the two are not separated, 5/6 and 4/6):
+# `scripts/research/choose_default.py --degradation runs/long-w0 --next-turn runs/next-turn-keep
+# --base select-chat --k 20` (recall 5/6 [44-97%] against 0/6 [0-39%]; both guards pass: its
+# foreign engram intrudes 2/6 against the foreign transcript's 0/6, not separated; next-utterance
+# NLL -0.070 [-0.104, -0.036] vs no memory). docs/RESULTS.md, "Learned retention".
+DEFAULT = "select-keep"
 # New sessions on a model DEFAULT's fixed tensors were not made for (a trained recipe's weights fit
 # the embedded model only), and sessions given --layer/--slots without --recipe, get this one.
 PORTABLE = "select-sticky"

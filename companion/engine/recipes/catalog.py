@@ -84,4 +84,4 @@ register(Recipe("select-keep", "whole words of the user's text kept by a learned
                 "state, its neighbours and its surprise), no per-turn cap and no decay, each nudged by "
                 "select-chat's map; written back at layer L inside the user message (the model frozen; shipped "
                 "weights pinned by sha256)", Retained(), FramedReader(at_layer=True),
-                fixed=fixed_builders(KEEP_WEIGHTS)))
+                fixed=fixed_builders(KEEP_WEIGHTS), supported=True))
