@@ -213,7 +213,8 @@ def recipe_table() -> list[dict]:
 
 
 def cmd_recipes(args) -> int:
-    table = [r for r in recipe_table() if args.all or r["supported"]]
+    every = recipe_table()
+    table = [r for r in every if args.all or r["supported"]]
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
@@ -223,7 +224,7 @@ def cmd_recipes(args) -> int:
                                                                 else "" if r["supported"] else "(experimental) ")
         print(f"{mark} {r['name']:<{width}}  {note}{r['description']}")
     if not args.all:
-        hidden = len(recipe_table()) - len(table)
+        hidden = len(every) - len(table)
         print(f"\n{hidden} experimental recipes (kept so old sessions resume and past results reproduce): "
               "`companion recipes --all`")
     return 0

@@ -42,7 +42,7 @@ VALUE_PARAMS = ("v_w1", "v_b1", "v_w2", "v_b2")
 VALUE_HIDDEN = 32
 KEEP_WEIGHTS = Weights(
     Path(__file__).parent / "weights" / "select-keep.safetensors",
-    # scripts/train_retention.py --seed 0 --threads 1 (command, loss curve: docs/RESULTS.md, "Learned retention")
+    # scripts/train_retention.py --seed 0 --threads 2 (loss curve: docs/RESULTS.md, "How the weights were made")
     "05cfdf0a9425f5b268c105cd79b740fbd03115085bc2b2197f6afc834d22dcc2",
     "COMPANION_KEEP_WEIGHTS",
     MAP_PARAMS + VALUE_PARAMS,
