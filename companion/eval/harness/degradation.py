@@ -95,6 +95,7 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
 
     from .lockstep import run_lockstep
     from .report import write_reports
+    from .held import summarise
     from .summary import DIAGNOSTICS_MEANING, aggregate, intrusions
 
     engines = engines_by_recipe(engines)
@@ -150,7 +151,12 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
         "intrusions_meaning": ("foreign rows: replies that say the answer of the fact the foreign engram holds "
                                "(the question is about another fact; lower is better)"),
         "recall": recall, "answer_nll": nll, "diagnostics": diags,
-        "intrusions": intrusions(kept, [r.name for r in rows], settings.cycles), "per_trial": kept,
+        "intrusions": intrusions(kept, [r.name for r in rows], settings.cycles),
+        "fact_slots": {r: summarise([t.get("fact_slots", {}).get(r) for t in kept], max(settings.cycles))
+                       for r in engines},
+        "fact_slots_meaning": ("per recipe: the slots the fact's turn wrote, and per trial the k at which the last "
+                               "of them left the engram (None: still held at the last k; harness.held)"),
+        "per_trial": kept,
     }
     if plan is not None:
         results["reused"] = plan.summary()

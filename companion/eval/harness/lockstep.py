@@ -24,6 +24,7 @@ from ..modes import Memory, with_context
 from .nll import nll_one, nll_record, scored_target
 from .scoring import is_correct
 from .summary import first_position_share
+from .held import FactSlots
 from .trial import ACK, Trial
 
 
@@ -118,16 +119,21 @@ def run_lockstep(trials: list[Trial], on_ask=lambda: None) -> list[dict]:
 
     for i in range(trials[0].s.warmup):
         step([t.warmup[i] for t in trials], [t.foreign_warmup[i] for t in trials])
+    befores = [{r: m[r].engram for r in recipes} for m in mems]
     shares = step([(t.fact.statement, ACK) for t in trials], [(t.foreign_fact.statement, ACK) for t in trials])
     firsts = [{r: m[r].engram for r in recipes} for m in mems]
+    helds = [FactSlots(t.engines, befores[ti], firsts[ti]) for ti, t in enumerate(trials)]
     s = trials[0].s
     checkpoints, kmax = set(s.cycles), max(s.cycles)
     asks = []  # what each checkpoint asks with; all asked together at the end (bigger, fewer passes)
     for i in range(kmax + 1):
         if i in checkpoints:
-            diags = [t.diagnostics(mems[ti], foreigns[ti], firsts[ti], shares=shares[ti]) for ti, t in enumerate(trials)]
+            diags = [t.diagnostics(mems[ti], foreigns[ti], firsts[ti], shares=shares[ti], held=helds[ti])
+                     for ti, t in enumerate(trials)]
             asks.append((i, [_snapshot(m) for m in mems], [_snapshot(f) for f in foreigns], diags))
         if i < kmax:
             shares = step([t.distractors[i] for t in trials], [t.foreign_distractors[i] for t in trials])
+            for ti in range(len(trials)):
+                helds[ti].step(i + 1, {r: mems[ti][r].engram for r in recipes})
     probes = _probe_all(trials, asks, on_ask)
-    return [t.record(probes[ti]) for ti, t in enumerate(trials)]
+    return [t.record(probes[ti], helds[ti]) for ti, t in enumerate(trials)]

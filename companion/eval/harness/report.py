@@ -14,6 +14,7 @@ DIAG_TITLES = {
     "effective_rank": "effective rank",
     "pos0_share_turn": "position-0 share of the turn's norm",
     "pos0_share_slot0": "position-0 share of slot 0's norm",
+    "fact_slots_held": "slots of the fact's turn still held",
 }
 
 
@@ -68,6 +69,18 @@ def recall_table(results: dict) -> str:
                   *_header(ks, "row")]
         for mode, by_k in intr.items():
             lines.append(f"| {mode} | " + " | ".join(_cell(by_k[k]) if k in by_k else "–" for k in ks) + " |")
+    slots = {r: v for r, v in results.get("fact_slots", {}).items() if v}
+    if slots:
+        kmax = max(int(k) for k in ks)
+        lines += ["", "How long the fact stayed: the slots its turn wrote (mean over trials), and per trial the k at "
+                  f"which the last of them left the engram ('held' = still there at k={kmax}; 0 = none got in). "
+                  "Averaging recipes (seed) rewrite every slot every turn and are left out.", "",
+                  "| recipe | slots entered | left at k, per trial | held to the end | none got in |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r, v in slots.items():
+            left = ", ".join("held" if k is None else str(k) for k in v["left_at"])
+            lines.append(f"| {r} | {v['entered_mean']:.1f} | {left} | {v['held_to_end']}/{v['trials']} | "
+                         f"{v['never_entered']}/{v['trials']} |")
     verdict = verdict_lines(results)
     if verdict:
         lines += ["", *verdict]

@@ -28,7 +28,9 @@ DIAGNOSTICS_MEANING = {
     "effective_rank": "exp entropy of the state part's singular values",
     "pos0_share_turn": "||h_0|| / sum_t ||h_t|| over the last lived turn's layer-L states as the recipe lays "
                        "it out (Engine.turn_states)",
-    "pos0_share_slot0": "the same ratio within the first pooling chunk (the first engram slot)"}
+    "pos0_share_slot0": "the same ratio within the first pooling chunk (the first engram slot)",
+    "fact_slots_held": "how many of the slots the fact's turn wrote are still in the engram (token-keeping "
+                       "recipes; harness.held)"}
 
 
 def code_version() -> str:

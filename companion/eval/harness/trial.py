@@ -25,6 +25,7 @@ from companion.engine.recipes.writers import state_part
 from ..modes import (MODE_NAMES, Memory, Prompt, Row, ask, canonical_kinds, engines_by_recipe, make_modes, mode_rows,
                      with_context)
 from .facts import FACT_SETS, facts_for, foreign_trial
+from .held import FactSlots
 from .nll import nll_one
 from .scoring import is_correct
 from .summary import first_position_share
@@ -151,20 +152,25 @@ class Trial:
         last = self._live(mem, self.fact.statement, ACK)
         self._live(foreign, self.foreign_fact.statement, ACK)
         first = {r: m.engram for r, m in mem.items()}
+        held = FactSlots(self.engines, {r: last[r][0] for r in self.recipes}, first)
         checkpoints, kmax = set(self.s.cycles), max(self.s.cycles)
         probes = []
         for i in range(kmax + 1):
             if i in checkpoints:
-                probes.append(self._probe(i, mem, foreign, first, last, on_ask))
+                probes.append(self._probe(i, mem, foreign, first, last, on_ask, held))
             if i < kmax:
                 last = self._live(mem, *self.distractors[i])
                 self._live(foreign, *self.foreign_distractors[i])
-        return self.record(probes)
+                held.step(i + 1, {r: m.engram for r, m in mem.items()})
+        return self.record(probes, held)
 
-    def record(self, probes: list[dict]) -> dict:
-        return {"trial": self.index, "fact": self.fact.to_dict(), "foreign_trial": self.foreign_index,
-                "foreign_fact": self.foreign_fact.to_dict(),
-                "context_chars": self.context_chars, "probes": probes}
+    def record(self, probes: list[dict], held: FactSlots | None = None) -> dict:
+        out = {"trial": self.index, "fact": self.fact.to_dict(), "foreign_trial": self.foreign_index,
+               "foreign_fact": self.foreign_fact.to_dict(),
+               "context_chars": self.context_chars, "probes": probes}
+        if held is not None:
+            out["fact_slots"] = held.record()
+        return out
 
     def reused(self, key, answers: dict, name: str) -> bool:
         # Greedy decoding of an identical prompt gives an identical reply (e.g. 'none' at every k,
@@ -175,7 +181,7 @@ class Trial:
         answers[name] = {**first_answer, "seconds": 0.0, "same_prompt_as": where}
         return True
 
-    def _probe(self, k, mem, foreign, first, last, on_ask) -> dict:
+    def _probe(self, k, mem, foreign, first, last, on_ask, held: FactSlots | None = None) -> dict:
         answers: dict = {}
         q = self.fact.question
         for row in self.rows:
@@ -200,11 +206,12 @@ class Trial:
                 answers[row.name].update(nll_one(engine, p.engram, with_context(p.context, q), self.fact.answer))
             self._asked[key] = (f"k={k}/{row.name}", answers[row.name])
             on_ask()
-        return {"k": k, "answers": answers, "diagnostics": self.diagnostics(mem, foreign, first, last)}
+        return {"k": k, "answers": answers, "diagnostics": self.diagnostics(mem, foreign, first, last, held=held)}
 
     def diagnostics(self, mem: dict, foreign: dict, first: dict, last: dict | None = None,
-                    shares: dict | None = None) -> dict:
-        """recipe -> the engram's diagnostics on its state part (salience columns left out).
+                    shares: dict | None = None, held: FactSlots | None = None) -> dict:
+        """recipe -> the engram's diagnostics on its state part (salience columns left out), and how
+        many of the slots the fact's turn wrote are still held (held.FactSlots; token-keeping writers).
 
         shares: recipe -> the last lived turn's position-0 shares where the caller kept them from the
         lived pass; otherwise that turn (last: recipe -> previous engram, user, reply) runs again."""
@@ -219,6 +226,8 @@ class Trial:
             out[r] = {"cos_first": _cosine(e, e1), "cos_foreign": _cosine(e, ef), "norm": E.mean_row_norm(e),
                       "effective_rank": E.effective_rank(e), "pos0_share_turn": share_turn,
                       "pos0_share_slot0": share_slot}
+            if held is not None and held.now.get(r) is not None:
+                out[r]["fact_slots_held"] = held.now[r]
         return out
 
 
