@@ -1,4 +1,5 @@
-"""Tables: one row per named session, per committed turn, per saved engram, and per system prompt."""
+"""Tables: one row per named session, per committed turn, per saved engram, per system prompt, and per
+forget (an edit of an engram's slots)."""
 
 from __future__ import annotations
 
@@ -138,6 +139,10 @@ class Engram(Base):
     norm: Mapped[float] = mapped_column(Float, nullable=False)
     config: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    # Where each slot came from, as JSON: one [turn, position, token id, token text] per slot, or null
+    # for a slot with no single source (an average). NULL: engrams from before 0004, or from an
+    # averaging recipe. Display metadata, outside the checksum: a bad value shows as "source unknown".
+    sources: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
 
     turn: Mapped[Turn] = relationship(back_populates="engram")
 
@@ -170,3 +175,28 @@ class SystemPrompt(Base):
 
     def __repr__(self) -> str:
         return f"SystemPrompt(session_id={self.session_id}, from_turn={self.from_turn})"
+
+
+class Forget(Base):
+    """One `forget`: the slots taken out of the engram of `cycle` (which is rewritten in the same transaction).
+
+    Kept so `show` can say what was forgotten and when; dropped with that turn by `undo`.
+    """
+
+    __tablename__ = "forgets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    cycle: Mapped[int] = mapped_column(Integer, nullable=False)
+    # What was asked: the text, or "turn N".
+    asked: Mapped[str] = mapped_column(Text, nullable=False)
+    # JSON list of the words taken out, each {"text", "turn", "slots"}.
+    removed: Mapped[str] = mapped_column(Text, nullable=False)
+    slots_before: Mapped[int] = mapped_column(Integer, nullable=False)
+    slots_after: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    def __repr__(self) -> str:
+        return f"Forget(session_id={self.session_id}, cycle={self.cycle}, asked={self.asked!r})"

@@ -21,7 +21,7 @@ from memory_store.db import alembic_config
 from memory_store.settings import set_system_prompt, system_prompt_at, system_prompts
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = {"sessions", "turns", "engrams", "system_prompts"}
+TABLES = {"sessions", "turns", "engrams", "system_prompts", "forgets"}
 
 
 def _head() -> str:
@@ -37,10 +37,10 @@ def _current(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_single_head_named_0003() -> None:
+def test_single_head_named_0004() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0003"]
-    assert [r.revision for r in script.walk_revisions()] == ["0003", "0002", "0001"]
+    assert script.get_heads() == ["0004"]
+    assert [r.revision for r in script.walk_revisions()] == ["0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_blank_db_gives_tables(tmp_path: Path) -> None:
