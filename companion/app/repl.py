@@ -23,6 +23,10 @@ HELP = """Type a message and press Enter. Ctrl-C cancels a reply (nothing is sto
 /history [N] the last N exchanges (default 5)
 /more        continue the last reply (after "[cut at N tokens]"), as a turn of its own
 /stats       cycles, prompt tokens this turn vs the full transcript, engram norm, recalled turns
+/memory      what the engram holds now: the words its slots came from, their turn and score
+/forget TEXT take the slots that came from TEXT out of the memory (/forget --turn N: from turn N)
+/undo        drop the last turn; the session goes on from the memory before it
+/retry       make the last reply again from the same memory, replacing it
 /show        this session's transcript
 /quit        leave (the session is already saved after every turn)"""
 
