@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from memory_store.crud import get_session, validate_session_name
 from memory_store.errors import StaleSessionError
-from memory_store.models import ChatSession, Engram, SystemPrompt, Turn, utcnow
+from memory_store.models import ChatSession, Engram, Forget, SystemPrompt, Turn, utcnow
 
 _TURN_COLUMNS = ("index", "user_text", "reply_text", "prompt_tokens", "reply_tokens", "transcript_tokens",
                  "gen_seconds", "update_seconds", "created_at")
-_ENGRAM_COLUMNS = ("cycle", "data", "dtype", "shape", "sha256", "norm", "config", "created_at")
+_ENGRAM_COLUMNS = ("cycle", "data", "dtype", "shape", "sha256", "norm", "config", "created_at", "sources")
+_FORGET_COLUMNS = ("cycle", "asked", "removed", "slots_before", "slots_after", "created_at")
 
 
 def _taken(name: str) -> StaleSessionError:
@@ -52,6 +53,9 @@ def fork_session(db: Session, *, source: ChatSession, name: str, at: int) -> Cha
     for p in db.scalars(select(SystemPrompt).where(SystemPrompt.session_id == source.id,
                                                    SystemPrompt.from_turn <= max(at, 1))):
         db.add(SystemPrompt(session_id=fork.id, from_turn=p.from_turn, text=p.text, created_at=p.created_at))
+    # What was forgotten from the engrams it takes (the fork's latest engram is one of them).
+    for f in db.scalars(select(Forget).where(Forget.session_id == source.id, Forget.cycle <= at).order_by(Forget.id)):
+        db.add(Forget(session_id=fork.id, **{c: getattr(f, c) for c in _FORGET_COLUMNS}))
     db.flush()
     return fork
 

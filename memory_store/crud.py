@@ -22,7 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from memory_store.codec import decode_engram, dtype_name, encode_engram
 from memory_store.errors import CorruptEngramError, SessionNameError, StaleSessionError
-from memory_store.models import ChatSession, Engram, SystemPrompt, Turn, utcnow
+from memory_store.models import ChatSession, Engram, Forget, SystemPrompt, Turn, utcnow
 
 MAX_NAME_LEN = 64
 _NAME_CHARS = re.compile(r"[A-Za-z0-9._-]")
@@ -159,12 +159,13 @@ def add_turn(
     update_seconds: float,
     engram: torch.Tensor,
     engram_config: dict[str, Any],
+    sources: str | None = None,
 ) -> Turn:
     """Record one turn and its engram as cycle expected_cycle + 1; flushes, never commits.
 
     On success chat.cycle and chat.last_used_at are updated in memory as well.
     If the caller's transaction then rolls back, reload the session with
-    get_session rather than trusting chat.
+    get_session rather than trusting chat. sources: the engram's slot sources as JSON (engrams.sources).
     """
     if (engram.is_floating_point() or engram.is_complex()) and not bool(
         torch.isfinite(engram).all()
@@ -213,6 +214,7 @@ def add_turn(
         norm=_row_norm(engram),
         config=_config_json(engram_config),
         created_at=now,
+        sources=sources,
     )
     db.add(turn)
     db.flush()
@@ -274,6 +276,7 @@ def delete_session(db: Session, *, name: str) -> bool:
     # enforcing ON DELETE CASCADE, and no engram blobs get loaded.
     db.execute(delete(Engram).where(Engram.session_id == chat.id))
     db.execute(delete(SystemPrompt).where(SystemPrompt.session_id == chat.id))
+    db.execute(delete(Forget).where(Forget.session_id == chat.id))
     db.execute(delete(Turn).where(Turn.session_id == chat.id))
     db.execute(delete(ChatSession).where(ChatSession.id == chat.id))
     return True

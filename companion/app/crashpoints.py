@@ -12,7 +12,9 @@ import signal
 # default 2). Unset, it costs one dict lookup per point.
 CRASH_ENV = "COMPANION_CRASH_AT"
 CRASH_POINTS = ("after-load", "mid-generation", "after-generation", "after-extraction",
-                "before-commit", "mid-commit", "after-commit")
+                "before-commit", "mid-commit", "after-commit",
+                # inside the transactions of forget, undo and retry (companion.app.memory, service.retry)
+                "forget-mid-commit", "undo-mid-commit", "retry-mid-commit")
 
 
 def crash_point(name: str) -> None:

@@ -6,10 +6,14 @@ safetensors header's string metadata, JSON for everything else::
     format          "companion-session"
     format_version  "1"
     session         {"name", "model_name", "model_fingerprint", "recipe", "created", "cycle",
-                     "recall", "system": [{"from_turn", "text"}, ...]}   (the last two optional on import)
+                     "recall", "system": [{"from_turn", "text"}, ...],
+                     "forgets": [{"cycle", "asked", "removed", "slots_before", "slots_after", "created"}, ...]}
+                    (the last three optional on import)
     transcript      [{"index", "user", "reply", "prompt_tokens", "reply_tokens",
                       "transcript_tokens", "gen_seconds", "update_seconds", "created"}, ...]
-    engrams         {"<cycle>": {"sha256", "shape", "dtype"}, ...}   sha256 of the raw tensor bytes
+    engrams         {"<cycle>": {"sha256", "shape", "dtype", "sources"}, ...}   sha256 of the raw tensor
+                    bytes; sources: each slot's origin as engrams.sources holds it (optional; unreadable
+                    sources import as unknown, as the store shows them)
     damaged         {"<cycle>": "reason", ...}   engrams that failed verification at export
 
 safetensors, never pickle: reading a file someone sent you cannot run code.
@@ -36,7 +40,8 @@ from safetensors.torch import save
 
 from companion.engine.config import ConfigError, EngramConfig
 from companion.engine.recipes import get_recipe
-from memory_store import crud
+from companion.engine.sources import parse_sources
+from memory_store import crud, edits
 from memory_store.errors import CorruptEngramError, SessionNameError
 from memory_store.settings import set_system_prompt, system_prompts
 
@@ -71,6 +76,14 @@ def tensor_sha256(t: torch.Tensor) -> str:
     """sha256 of the tensor's raw bytes (layout-independent of any file format)."""
     t = t.detach().contiguous().cpu()
     return hashlib.sha256(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()
+
+
+def _when(text) -> datetime | None:
+    """An exported time back (None: absent or unreadable, and the import's own time is used)."""
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 def _iso(dt: datetime) -> str:
@@ -112,11 +125,14 @@ def export_session(store, name: str, path: str | os.PathLike, *, force: bool = F
                 continue
             tensors[f"engram.{t.index}"] = tensor.contiguous()
             engrams[str(t.index)] = {"sha256": tensor_sha256(tensor), "shape": list(tensor.shape),
-                                     "dtype": str(tensor.dtype).removeprefix("torch.")}
+                                     "dtype": str(tensor.dtype).removeprefix("torch."), "sources": row.sources}
         session = {"name": chat.name, "model_name": chat.model_name, "model_fingerprint": chat.model_fingerprint,
                    "recipe": json.loads(chat.engram_config), "created": _iso(chat.created_at),
                    "cycle": chat.cycle, "recall": chat.recall,
-                   "system": [{"from_turn": p.from_turn, "text": p.text} for p in system_prompts(db, chat=chat)]}
+                   "system": [{"from_turn": p.from_turn, "text": p.text} for p in system_prompts(db, chat=chat)],
+                   "forgets": [{"cycle": f.cycle, "asked": f.asked, "removed": json.loads(f.removed),
+                                "slots_before": f.slots_before, "slots_after": f.slots_after,
+                                "created": _iso(f.created_at)} for f in edits.forgets(db, chat=chat)]}
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -149,6 +165,7 @@ class _Parsed:
     recipe: EngramConfig
     transcript: list[dict]
     tensors: dict[int, torch.Tensor]
+    sources: dict[int, str | None]
 
 
 def _read(path: Path) -> _Parsed:
@@ -234,6 +251,7 @@ def _read(path: Path) -> _Parsed:
         raise bad(f"engram tensors do not match the transcript (missing {missing or 'none'}, "
                   f"unexpected {extra or 'none'})")
     tensors: dict[int, torch.Tensor] = {}
+    sources: dict[int, str | None] = {}
     first_shape = None
     for i in range(1, len(transcript) + 1):
         t, info = raw[f"engram.{i}"], declared[str(i)]
@@ -253,7 +271,20 @@ def _read(path: Path) -> _Parsed:
         if not bool(torch.isfinite(t).all()):
             raise bad(f"engram {i}: non-finite values (NaN or Inf)")
         tensors[i] = t
-    return _Parsed(session, recipe, transcript, tensors)
+        src = info.get("sources")
+        sources[i] = src if isinstance(src, str) and parse_sources(src, t.shape[0]) is not None else None
+    forgets = session.setdefault("forgets", [])
+    if not isinstance(forgets, list) or not all(_forget_ok(f, len(transcript)) for f in forgets):
+        raise bad("session field 'forgets' is not a list of {cycle, asked, removed, slots_before, slots_after}")
+    return _Parsed(session, recipe, transcript, tensors, sources)
+
+
+def _forget_ok(f, turns: int) -> bool:
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return (isinstance(f, dict) and whole(f.get("cycle")) and 1 <= f["cycle"] <= turns
+            and isinstance(f.get("asked"), str) and isinstance(f.get("removed"), list)
+            and whole(f.get("slots_before")) and whole(f.get("slots_after")))
 
 
 def import_session(store, path: str | os.PathLike, *, name: str | None = None,
@@ -281,7 +312,12 @@ def import_session(store, path: str | os.PathLike, *, name: str | None = None,
                           reply_text=turn["reply"], prompt_tokens=turn["prompt_tokens"],
                           reply_tokens=turn["reply_tokens"], transcript_tokens=turn["transcript_tokens"],
                           gen_seconds=float(turn["gen_seconds"]), update_seconds=float(turn["update_seconds"]),
-                          engram=parsed.tensors[turn["index"]], engram_config=parsed.recipe.to_dict())
+                          engram=parsed.tensors[turn["index"]], engram_config=parsed.recipe.to_dict(),
+                          sources=parsed.sources[turn["index"]])
         for p in parsed.session["system"]:
             set_system_prompt(db, chat=chat, from_turn=p["from_turn"], text=p["text"])
+        for f in parsed.session["forgets"]:
+            edits.record_forget(db, chat=chat, cycle=f["cycle"], asked=f["asked"], removed=f["removed"],
+                                slots_before=f["slots_before"], slots_after=f["slots_after"],
+                                created_at=_when(f.get("created")))
     return ImportReport(target, len(parsed.transcript), existing is not None)

@@ -24,6 +24,7 @@ from .recipes.fixed import fixed_hash
 from .recipes.writers import state_part
 from .residual import NoWrite, ResidualWrite, surprise_of  # noqa: F401  (surprise_of: used by batch)
 from .sampling import Sampling, pick
+from .sources import SlotSource, trace_sources
 
 
 class InputTooLongError(ValueError):
@@ -41,6 +42,9 @@ class TurnResult:
     update_seconds: float
     turn_ids: list[int] | None = None  # the turn's tokens after the engram: input + reply + end
     cut: bool = False  # the reply stopped at max_new_tokens, not at the model's end token
+    # Per slot of the new engram: where it came from (companion.engine.sources); None: an averaging
+    # recipe, whose slots have no single source, or a turn run without tracing.
+    sources: list[SlotSource | None] | None = None
 
 
 def _cache_of(out):
@@ -125,6 +129,21 @@ class Engine:
         if getattr(self.writer, "needs_words", False):
             written.words = word_starts(self.tokenizer, ids)
         return self.writer.write(written, self.config.slots, self.fixed).float().cpu()
+
+    def slot_sources(self, written: Written, ids: list[int], new: torch.Tensor,
+                     old_sources: list[SlotSource | None] | None, turn: int) -> list[SlotSource | None] | None:
+        """Where each slot of `new` came from (see companion.engine.sources); None for writers whose slots
+        have no single source."""
+        enter = getattr(self.writer, "entering", None)
+        if enter is None:
+            return None
+        slots = set(written.placement.slots)
+        positions = [i for i in range(written.placement.content, len(ids)) if i not in slots]
+        cands = enter(written.states[positions].float(), self.fixed)
+        if cands is None:
+            return None
+        return trace_sources(new, written.engram, old_sources, cands.detach().float().cpu(), positions, ids, turn,
+                             self.tokenizer, cols=self.writer.extra_columns)
 
     def check_fits(self, engram: torch.Tensor | None, ids: list[int], max_new_tokens: int) -> None:
         slots = 0 if engram is None else engram.shape[0]
@@ -228,6 +247,7 @@ class Engine:
         system: str | None = None,
         sampling: Sampling | None = None,
         turn: int = 0,
+        sources: list[SlotSource | None] | None = None,
     ) -> TurnResult:
         """Generate a reply to user_text with `engram` placed by the reader, then write the next engram.
 
@@ -239,6 +259,7 @@ class Engine:
         min_new_tokens suppresses the end token until that many were generated.
         system: the system message of the chat template (None: the template's default).
         sampling: None or greedy picks the argmax; otherwise turn `turn` draws from its seeded generator.
+        sources: the old engram's slot sources; the result's are traced from them (turn `turn`).
         KeyboardInterrupt propagates: the caller stores nothing.
         """
         ids = chat_ids(self.tokenizer, user_text, system=system)
@@ -323,6 +344,8 @@ class Engine:
             written = self._pass(p, p.ids + reply_ids + [stop], surprise=self.writer.needs_surprise)
         written.engram = engram
         del past, out  # the turn's KV cache ends here
-        new = self.compress(written, p.ids + reply_ids + [stop])
+        full = p.ids + reply_ids + [stop]
+        new = self.compress(written, full)
+        traced = self.slot_sources(written, full, new, sources, turn)
         return TurnResult(reply, new, len(p.ids), len(ids), len(reply_ids), gen_seconds,
-                          time.perf_counter() - t1, turn_ids, cut)
+                          time.perf_counter() - t1, turn_ids, cut, traced)

@@ -102,8 +102,9 @@ class Recipe:
         return hidden + self.writer.extra_columns
 
     def rows_ok(self, rows: int, slots: int) -> bool:
-        """A stored engram's row count: exactly `slots`, or 1..slots for a writer that fills up gradually."""
-        return 1 <= rows <= slots if getattr(self.writer, "fills_gradually", False) else rows == slots
+        """A stored engram's row count: exactly `slots`, or 0..slots for a writer that fills up gradually
+        (0: every slot forgotten; the next turn fills it again)."""
+        return 0 <= rows <= slots if getattr(self.writer, "fills_gradually", False) else rows == slots
 
 
 # New sessions get this recipe (EngramConfig's own default stays "seed": a stored recipe without a

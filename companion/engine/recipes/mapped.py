@@ -95,3 +95,6 @@ class Mapped(Anchored):
     def slots_of(self, cands: torch.Tensor, top: list[int], n_old: int, params: dict) -> torch.Tensor:
         rows = torch.cat([cands[:n_old].float(), nudge(cands[n_old:], params)])
         return rows[top]
+
+    def entering(self, states: torch.Tensor, fixed: dict | None = None) -> torch.Tensor:
+        return nudge(states, fixed)

@@ -151,6 +151,9 @@ class Retained:
                 j += 1
         return torch.stack(rows) if rows else old.new_zeros((0, hidden + 1))
 
+    def entering(self, states: torch.Tensor, fixed: dict | None = None) -> torch.Tensor:
+        return nudge(states, fixed)
+
     def write(self, w: Written, slots: int, fixed: dict | None = None) -> torch.Tensor:
         comps = self.prior.competitors(w)
         states = w.states.float()[comps]

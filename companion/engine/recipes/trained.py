@@ -104,6 +104,11 @@ class Anchored:
         """[N, H] slots from the [M, H] candidates (n_old old slots first) and the kept indices."""
         return attend(cands, top, params, hard=self.hard)
 
+    def entering(self, states: torch.Tensor, fixed: dict | None = None) -> torch.Tensor | None:
+        """A chosen state as it enters the engram: itself when hard; a soft slot mixes candidates and
+        has no single source (None)."""
+        return states.float() if self.hard else None
+
     def roll(self, old: torch.Tensor | None, states: torch.Tensor, surprise: list[float], slots: int,
              params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The next engram [N, H+1] from the old one [n, H+1] (or None) and the turn's competing

@@ -86,6 +86,10 @@ class Select:
     def needs_words(self) -> bool:
         return self.whole_words
 
+    def entering(self, states: torch.Tensor, fixed: dict | None = None) -> torch.Tensor:
+        """A chosen state as it enters the engram (companion.engine.sources): unchanged."""
+        return states.float()
+
     def scored(self, w: Written, competitors: list[int]) -> tuple[list[float], list[int] | None]:
         """Per position, what a new token competes with (its surprise, with whole_words its word's
         largest, with span the largest among the competitors) and, with whole_words or span, the id of
