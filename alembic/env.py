@@ -12,6 +12,7 @@ from logging.config import fileConfig
 from alembic import context
 
 from memory_store.models import Base
+from memory_store.search import include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -34,6 +35,8 @@ def _configure(**kwargs: object) -> None:
         # SQLite can't ALTER most things; batch mode rebuilds tables instead.
         render_as_batch=True,
         compare_type=True,
+        # The search index (0005) is dialect-specific DDL, not in the models: not a difference.
+        include_name=include_name,
         **kwargs,
     )
 

@@ -19,18 +19,22 @@ from memory_store.db import Store, open_store
 from memory_store.errors import (
     CorruptEngramError,
     SchemaTooNewError,
+    SearchError,
     SessionNameError,
     StaleSessionError,
     StoreError,
 )
 from memory_store.models import Base, ChatSession, Engram, SystemPrompt, Turn
+from memory_store.search import Hit, search_turns
 
 __all__ = [
     "Base",
     "ChatSession",
     "CorruptEngramError",
     "Engram",
+    "Hit",
     "SchemaTooNewError",
+    "SearchError",
     "SessionNameError",
     "SessionSummary",
     "StaleSessionError",
@@ -49,6 +53,7 @@ __all__ = [
     "list_sessions",
     "load_engram",
     "open_store",
+    "search_turns",
     "touch",
     "turns",
     "validate_session_name",

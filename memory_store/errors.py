@@ -21,3 +21,7 @@ class SessionNameError(StoreError, ValueError):
 
 class SchemaTooNewError(StoreError):
     """The database was written by a newer Companion than this one."""
+
+
+class SearchError(StoreError, ValueError):
+    """A search was refused (an empty query, no words in it, a bad limit); the message says why in one line."""

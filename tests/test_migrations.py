@@ -18,6 +18,7 @@ from alembic.script import ScriptDirectory
 from memory_store import Base, SchemaTooNewError, crud, encode_engram, open_store
 from memory_store.branching import fork_session
 from memory_store.db import alembic_config
+from memory_store.search import include_name
 from memory_store.settings import set_system_prompt, system_prompt_at, system_prompts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,10 +38,10 @@ def _current(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_single_head_named_0004() -> None:
+def test_single_head_named_0005() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0004"]
-    assert [r.revision for r in script.walk_revisions()] == ["0004", "0003", "0002", "0001"]
+    assert script.get_heads() == ["0005"]
+    assert [r.revision for r in script.walk_revisions()] == ["0005", "0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_blank_db_gives_tables(tmp_path: Path) -> None:
@@ -67,7 +68,8 @@ def test_models_match_migrations(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     try:
         with store.engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            # include_name as alembic/env.py passes it: the search index (0005) is outside the models.
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
             assert compare_metadata(ctx, Base.metadata) == []
     finally:
         store.close()

@@ -16,15 +16,17 @@ import threading
 
 import pytest
 import torch
-from sqlalchemy import create_engine, func, inspect, select, text, update
+from sqlalchemy import create_engine, event, func, inspect, select, text, update
+from sqlalchemy.orm import Session
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from memory_store import (Base, ChatSession, CorruptEngramError, Engram, SchemaTooNewError, StaleSessionError, Turn,
                           add_turn, create_session, delete_session, engram_rows, get_session, latest_engram,
-                          list_sessions, load_engram, open_store, turns)
+                          list_sessions, load_engram, open_store, search_turns, turns)
 from memory_store.db import alembic_config
+from memory_store.search import include_name
 
 PG_URL = os.environ.get("COMPANION_TEST_PG_URL")
 if not PG_URL and os.environ.get("COMPANION_REQUIRE_PG"):
@@ -95,7 +97,8 @@ def test_server_is_postgres(pg):
 def test_schema_at_head_matches_models(pg):
     assert {"sessions", "turns", "engrams", "alembic_version"} <= set(inspect(pg.engine).get_table_names())
     with pg.engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        # include_name as alembic/env.py passes it: the search index (0005) is outside the models.
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
         assert compare_metadata(ctx, Base.metadata) == []
 
 
@@ -254,6 +257,71 @@ def test_export_import_through_postgres(pg, tmp_path):
     with pg.session() as db:
         rows = engram_rows(db, chat=get_session(db, name="copy"))
         assert [torch.equal(load_engram(r), _engram(10 + i)) for i, r in enumerate(rows)] == [True, True]
+
+
+def _found(store, query, **kw):
+    with store.session() as db:
+        return [(h.session, h.turn) for h in search_turns(db, query=query, **kw)]
+
+
+def test_search_on_postgres_finds_words_newest_first(pg):
+    for name, words in (("trip", "We meet at Kyoto station."), ("trip", "Bring the umbrella."),
+                        ("food", "Dinner in Kyoto? Don't be late.")):
+        with pg.session() as db, db.begin():
+            chat = get_session(db, name=name) or _chat(pg, name)
+            _turn(db, chat, chat.cycle, _engram(1), words)
+    assert _found(pg, "KYOTO") == [("food", 1), ("trip", 1)]
+    assert _found(pg, "kyoto", session="trip") == [("trip", 1)]
+    assert _found(pg, "kyoto", limit=1) == [("food", 1)]
+    assert _found(pg, '"kyoto station"') == [("trip", 1)] and _found(pg, '"station kyoto"') == []
+    assert _found(pg, "umbr") == [] and _found(pg, "umbr*") == [("trip", 2)]
+    assert _found(pg, "don't") == [("food", 1)] and _found(pg, "don*") == [("food", 1)]
+    with pg.session() as db:
+        (hit,) = search_turns(db, query="dinner")
+        assert hit.matched == "both" and hit.snippet.startswith("[Dinner] in Kyoto? Don't")  # the reply is "re: ..."
+        for query in ('"unbalanced', "AND", "foo NOT", "a & b | !c", "x:*", "kyoto(", "'kyoto'", "a<->b", "_* kyoto"):
+            search_turns(db, query=query)  # never a tsquery syntax error
+    with pg.session() as db, db.begin():
+        assert delete_session(db, name="food")
+    assert _found(pg, "kyoto") == [("trip", 1)]
+
+
+def test_search_uses_the_gin_index(pg):
+    chat = _chat(pg)
+    with pg.session() as db, db.begin():
+        _turn(db, chat, 0, _engram(1), "an indexed lighthouse")
+    seen = []
+    event.listen(pg.engine, "before_cursor_execute", lambda *a: seen.append(a[2:4]))
+    with pg.session() as db:
+        assert [h.turn for h in search_turns(db, query="lighthouse* indexed")] == [1]
+    statement, params = next(s for s in seen if "@@" in s[0])
+    with pg.engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")  # one row: the planner would scan otherwise
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
+    assert "ix_turns_fts" in plan
+
+
+def test_turns_from_before_0005_are_found_after_upgrade_and_downgrade_drops_the_index():
+    _reset(PG_URL)
+    engine = create_engine(PG_URL)
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+    with Session(engine) as db, db.begin():  # turns written while the schema was at 0004
+        chat = create_session(db, name="old", model_name="m", model_fingerprint="ab" * 32, engram_config={})
+        _turn(db, chat, 0, _engram(1), "the old lighthouse")
+    store = open_store(PG_URL)  # 0004 -> 0005 indexes the existing turns
+    try:
+        assert _found(store, "lighthouse") == [("old", 1)]
+        assert "ix_turns_fts" in {i["name"] for i in inspect(store.engine).get_indexes("turns")}
+    finally:
+        store.close()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0004")
+    assert "ix_turns_fts" not in {i["name"] for i in inspect(engine).get_indexes("turns")}
+    engine.dispose()
 
 
 @pytest.mark.slow

@@ -149,6 +149,30 @@ def cmd_sessions(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    query = " ".join(args.query)
+    comp = Companion(db_url=args.db)
+    try:
+        hits = comp.search(query, session=args.session, limit=args.limit)
+    finally:
+        comp.close()
+    if args.json:
+        print(json.dumps([{"session": h.session, "turn": h.turn, "created": h.created_at.isoformat(),
+                           "created_ago": ago(h.created_at), "matched": h.matched, "snippet": h.snippet}
+                          for h in hits], indent=2))
+        return 0
+    if not hits:
+        where = f" in session {args.session!r}" if args.session else ""
+        print(f"no turns match {query.strip()!r}{where}")
+        return 0
+    rows = [(h.session, f"#{h.turn}", ago(h.created_at), "reply:" if h.matched == "reply" else "you:", h.snippet)
+            for h in hits]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for *cols, who, snippet in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(cols, widths)), f"{who} {snippet}"]))
+    return 0
+
+
 def cmd_show(args) -> int:
     comp = Companion(db_url=args.db)
     if args.json:
@@ -277,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("sessions", help="list sessions")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_sessions)
+
+    sr = sub.add_parser("search", help="find turns of every session by their words, newest first",
+                        description="Every word must appear (case ignored, whole words); \"two words\" in quotes "
+                                    "must appear together; a word ending in * matches words it begins (cat*).")
+    sr.add_argument("query", nargs="+", metavar="WORD")
+    sr.add_argument("--session", "-s", default=None, metavar="NAME", help="only this session's turns")
+    sr.add_argument("--limit", type=count_arg, default=20, metavar="N", help="at most N turns (default 20)")
+    sr.add_argument("--json", action="store_true", help="a JSON list of the matching turns")
+    sr.set_defaults(func=cmd_search)
 
     show = sub.add_parser("show", help="transcript and per-turn engram stats")
     show.add_argument("name")

@@ -310,6 +310,15 @@ class Companion:
         with self.store.session() as db, db.begin():
             return crud.delete_session(db, name=crud.validate_session_name(name))
 
+    def search(self, query: str, *, session: str | None = None, limit: int = 20) -> list:
+        """Turns of every session (or only `session`'s) that match query, newest first; loads no model."""
+        from memory_store.search import search_turns  # here, so this method is the whole of search's change
+
+        with self.store.session() as db:
+            if session is not None and crud.get_session(db, name=crud.validate_session_name(session)) is None:
+                raise CompanionError(f"no session named {session!r}; `companion sessions` lists them")
+            return search_turns(db, query=query, session=session, limit=limit)
+
     def close(self) -> None:
         self.store.close()
 
