@@ -1,11 +1,21 @@
 """Companion: a chat agent whose memory is a rolling engram of hidden states."""
 
-from companion.app.service import Companion, CompanionError, TurnReport
-from companion.engine.config import ConfigError, EngramConfig
-from companion.engine.cycle import Engine, InputTooLongError, TurnResult
-from companion.engine.loading import LanguageModel, ModelLoadError, load_model
+from importlib import import_module
 
-__all__ = [
-    "Companion", "CompanionError", "ConfigError", "EngramConfig", "Engine", "InputTooLongError",
-    "LanguageModel", "ModelLoadError", "TurnReport", "TurnResult", "load_model",
-]
+# Resolved on first use (PEP 562), so that `companion _sessions`, which shell completion
+# runs at every Tab, starts without importing torch.
+_WHERE = {
+    "Companion": "companion.app.service", "CompanionError": "companion.app.service",
+    "TurnReport": "companion.app.service", "ConfigError": "companion.engine.config",
+    "EngramConfig": "companion.engine.config", "Engine": "companion.engine.cycle",
+    "InputTooLongError": "companion.engine.cycle", "TurnResult": "companion.engine.cycle",
+    "LanguageModel": "companion.engine.loading", "ModelLoadError": "companion.engine.loading",
+    "load_model": "companion.engine.loading",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'companion' has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name]), name)

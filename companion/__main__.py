@@ -1,5 +1,5 @@
 import sys
 
-from companion.app.cli import main
+from companion.app.quick import main
 
 sys.exit(main())

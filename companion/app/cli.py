@@ -20,13 +20,18 @@ from companion.engine.loading import ModelLoadError
 from memory_store.errors import StoreError
 
 from .cli_args import count_arg, recipe_arg, sampling_of, shaping_opts, turn_arg
+from .colour import paint
+from .config_file import load as load_config
+from .config_file import settle
 from .continuation import cut_notice
 from .dates import ago
 from .fork import fork, rename
 from .repl import prompt_reader, run_repl
 from .resume import history_text, resume_header
 from .service import Companion, CompanionError
-from .settings import DataFolderError, data_dir
+from .paths import data_paths, paths_text
+from .settings import DataFolderError, config_path, history_path
+from .shell import SHELLS, completion_script
 from .transfer import TransferError, export_session, import_session
 from .views import footer_line, sessions_table, transcript_text
 
@@ -61,6 +66,13 @@ def _companion(args) -> Companion:
                      sampling=sampling_of(args), recall=args.recall)
 
 
+def _for_session(comp: Companion, args, name: str) -> None:
+    """config.toml's recipe (args.new_recipe) makes new sessions; unlike --recipe it binds no existing one."""
+    recipe = getattr(args, "new_recipe", None)
+    if recipe and _recipe(args) is None:
+        comp.requested_config = None if comp.exists(name) else EngramConfig(recipe=recipe)
+
+
 def cmd_say(args) -> int:
     text = " ".join(args.text) if args.text else None
     if args.more:
@@ -73,6 +85,7 @@ def cmd_say(args) -> int:
         except UnicodeDecodeError as exc:
             raise CompanionError(f"standard input is not valid UTF-8 (byte {exc.start}); nothing was sent") from exc
     comp = _companion(args)
+    _for_session(comp, args, args.session)
     streamed = []
 
     def on_text(piece: str) -> None:
@@ -102,6 +115,7 @@ def cmd_chat(args) -> int:
         if not listed:
             raise CompanionError("no session to continue yet; start one with `companion chat`")
         name = listed[0].name
+    _for_session(comp, args, name)
     comp.check_resumable(name)
     header = resume_header(comp.store, name, system=comp.system, recall=comp.recall)
     comp.warm_up(name)  # the prompt appears once the model is ready
@@ -129,10 +143,30 @@ def cmd_chat(args) -> int:
     def show(_arg: str) -> str:
         return transcript_text(comp, name)
 
+    def switch(arg: str) -> str:
+        nonlocal name  # the closures above read `name` when they run, so they follow the switch
+        if not arg:
+            return f"in session {name!r}"
+        try:
+            _for_session(comp, args, arg)
+            comp.check_resumable(arg)  # refused as `companion chat -s NAME` would refuse it
+            resumed = resume_header(comp.store, arg, system=comp.system, recall=comp.recall)
+            comp.warm_up(arg)
+        except Exception:
+            _for_session(comp, args, name)  # a refused switch leaves the chat as it was
+            raise
+        name = arg
+        return resumed or f"new session {arg!r} (stored from its first turn)"
+
+    def session_names() -> list[str]:
+        return [s.name for s in comp.sessions()]
+
     run_repl(session=name, respond=respond,
-             commands={"stats": stats, "sessions": sessions, "show": show, "history": history},
+             commands={"stats": stats, "sessions": sessions, "show": show, "history": history,
+                       "switch": switch},
              streams={"more": more}, header=header,
-             read_line=prompt_reader(data_dir() / "history"), errors=ERRORS, describe=one_line)
+             read_line=prompt_reader(history_path()), arguments={"switch": session_names},
+             errors=ERRORS, describe=one_line)
     comp.close()
     return 0
 
@@ -227,6 +261,17 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_path(args) -> int:
+    paths = data_paths(args.db)
+    print(json.dumps(paths, indent=2) if args.json else paths_text(paths))
+    return 0
+
+
+def cmd_completion(args) -> int:
+    print(completion_script(build_parser(), args.shell), end="")
+    return 0
+
+
 def recipe_table() -> list[dict]:
     """The registered recipes as plain data (no model is loaded)."""
     from companion.engine.recipes import DEFAULT, PORTABLE, all_recipes
@@ -280,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "`companion recipes` lists them)")
         sp.add_argument("--layer", type=int, default=None, help="hidden-state layer to extract (default 16)")
         sp.add_argument("--slots", type=int, default=None, help="vectors per engram (default 32)")
-        sp.add_argument("--max-new-tokens", type=count_arg, default=200, help="longest reply in tokens (default 200)")
+        sp.add_argument("--max-new-tokens", type=count_arg, default=None,
+                        help="longest reply in tokens (default 200)")
         shaping_opts(sp)
 
     chat = sub.add_parser("chat", help="interactive chat (resumes the session if it exists)")
@@ -348,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true")
     rec.add_argument("--all", action="store_true", help="also the experimental recipes")
     rec.set_defaults(func=cmd_recipes)
+
+    pth = sub.add_parser("path", help="where the data lives: data folder, database, model cache, config file, "
+                                      "input history")
+    pth.add_argument("--json", action="store_true")
+    pth.set_defaults(func=cmd_path)
+
+    cpl = sub.add_parser("completion", help="print a shell completion script: eval \"$(companion completion bash)\"")
+    cpl.add_argument("shell", choices=SHELLS)
+    cpl.set_defaults(func=cmd_completion)
     return p
 
 
@@ -355,12 +410,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "temperature"):  # a command with model options: config.toml fills what no flag gave
+            settle(args, load_config(config_path()))
         return args.func(args)
     except KeyboardInterrupt:
         print("\ncancelled: nothing was stored", file=sys.stderr)
         return 130
     except ERRORS as exc:
-        print(f"companion: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{paint('companion: error:', 'error', sys.stderr)} {one_line(exc)}", file=sys.stderr)
         return 1
 
 

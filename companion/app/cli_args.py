@@ -13,6 +13,9 @@ from companion.engine.sampling import Sampling
 
 from .recall import MAX_RECALL
 
+# What an option means when neither a flag nor config.toml gives it (the others default to None).
+BUILTIN = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 200}
+
 
 def count_arg(text: str) -> int:
     """argparse type for --max-new-tokens: a whole number from 1 to 100000."""
@@ -85,9 +88,10 @@ def shaping_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--system", default=None, metavar="TEXT",
                     help="system prompt: stored with a new session; on an existing one it applies from the next "
                          "turn on (recorded as of that turn); '' clears it")
-    sp.add_argument("--temperature", type=temperature_arg, default=0.0,
+    # None, not the built-in value: config.toml (config_file.settle) may fill what no flag gave.
+    sp.add_argument("--temperature", type=temperature_arg, default=None,
                     help="sample with this temperature (default 0: greedy)")
-    sp.add_argument("--top-p", type=top_p_arg, default=1.0, help="nucleus sampling mass, with --temperature")
+    sp.add_argument("--top-p", type=top_p_arg, default=None, help="nucleus sampling mass, with --temperature")
     sp.add_argument("--seed", type=seed_arg, default=None,
                     help="make sampling reproducible (turn N draws with seed + N), with --temperature")
     sp.add_argument("--recall", type=recall_arg, default=None, metavar="K",
@@ -97,5 +101,8 @@ def shaping_opts(sp: argparse.ArgumentParser) -> None:
 
 def sampling_of(args) -> Sampling:
     """The Sampling the options ask for; a --top-p or --seed without --temperature is refused (ValueError)."""
-    return Sampling(temperature=getattr(args, "temperature", 0.0), top_p=getattr(args, "top_p", 1.0),
-                    seed=getattr(args, "seed", None))
+    def given(key):
+        value = getattr(args, key, None)
+        return BUILTIN[key] if value is None else value
+
+    return Sampling(temperature=given("temperature"), top_p=given("top_p"), seed=getattr(args, "seed", None))

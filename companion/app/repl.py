@@ -5,6 +5,7 @@
     cancels that turn only; EOF (Ctrl-D) or /quit ends the loop.
     commands map /name to a function of the argument returning text; streams
     map /name to a turn like respond's (/more), fed the argument instead of text.
+    arguments map /name to a callable listing what its argument may be (Tab completes it).
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Iterable, TextIO
+
+from .colour import paint
+from .completer import slash_completer
 
 Respond = Callable[[str, Callable[[str], None]], "str | None"]
 Command = Callable[[str], str]
 
-HELP = """Type a message and press Enter. Ctrl-C cancels a reply (nothing is stored); Ctrl-D quits.
+HELP = """Type a message and press Enter (Esc-Enter or Alt-Enter starts a new line; Tab completes /commands).
+Ctrl-C cancels a reply (nothing is stored); Ctrl-D quits.
 /help        this help
 /sessions    list saved sessions
 /history [N] the last N exchanges (default 5)
@@ -28,6 +33,7 @@ HELP = """Type a message and press Enter. Ctrl-C cancels a reply (nothing is sto
 /undo        drop the last turn; the session goes on from the memory before it
 /retry       make the last reply again from the same memory, replacing it
 /show        this session's transcript
+/switch NAME go on in session NAME (resumed, or new); /switch alone names the current one
 /quit        leave (the session is already saved after every turn)"""
 
 
@@ -42,18 +48,59 @@ def private_file(path: Path) -> Path:
     return path
 
 
+BUILTINS = ("help", "quit", "exit")  # what run_repl answers itself, besides the commands it is given
+
+
+def newline_keys():
+    """Esc-Enter inserts a line break; Alt-Enter arrives from the terminal as the same two keys.
+
+    Without this, prompt-toolkit's Esc-Enter sends the message, like Enter.
+    """
+    from prompt_toolkit.key_binding import KeyBindings
+
+    keys = KeyBindings()
+
+    @keys.add("escape", "enter")
+    def _newline(event) -> None:
+        event.current_buffer.insert_text("\n")
+
+    return keys
+
+
+def prompt_session(history=None, **io):
+    """The terminal prompt: Enter sends, Esc-Enter / Alt-Enter add a line, a paste stays one message.
+
+    Pasted multi-line text arrives whole (bracketed paste) and is inserted, not sent line by
+    line. io: prompt-toolkit's input= and output= (tests drive it through a pipe).
+    """
+    from prompt_toolkit import PromptSession
+
+    return PromptSession(history=history, key_bindings=newline_keys(), complete_while_typing=False,
+                         prompt_continuation=". ", **io)
+
+
+class PromptReader:
+    """prompt_reader's terminal reader; run_repl tells it what Tab completes (complete_with)."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __call__(self) -> str:
+        return self.session.prompt("> ")
+
+    def complete_with(self, commands: Iterable[str], arguments: dict) -> None:
+        self.session.completer = slash_completer(commands, arguments)
+
+
 def prompt_reader(history_file: Path | None = None) -> Callable[[], str]:
-    """A line reader: prompt-toolkit on a terminal, plain stdin lines otherwise."""
+    """A line reader: prompt-toolkit on a terminal, plain stdin lines (one message each) otherwise."""
     if sys.stdin.isatty():
-        from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
 
         if history_file is not None:
             private_file(history_file)
         history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
-        # Pasted multi-line text arrives whole (bracketed paste) and is sent as one message.
-        session = PromptSession(history=history)
-        return lambda: session.prompt("> ")
+        return PromptReader(prompt_session(history))
 
     def read() -> str:
         stream = getattr(sys.stdin, "buffer", None)
@@ -84,12 +131,17 @@ def run_repl(
     describe: Callable[[BaseException], str] = str,
     header: str | None = None,
     streams: dict[str, Respond] | None = None,
+    arguments: dict[str, Callable[[], Iterable[str]]] | None = None,
 ) -> None:
     """Loop: read a line, run a slash command or a turn, print what happened.
 
     header: printed under the greeting (where a resumed session left off).
+    arguments: /name -> what its argument may be; a read_line with complete_with (prompt_reader's
+    on a terminal) gets them, with every command name, for Tab completion.
     """
     streams = streams or {}
+    if hasattr(read_line, "complete_with"):
+        read_line.complete_with(slash_names(commands, streams), arguments or {})
 
     def say(text: str) -> None:
         out.write(text)
@@ -98,11 +150,14 @@ def run_repl(
     def turn(run: Respond, text: str) -> None:
         try:
             footer = run(text, say)
-            say("\n" + (f"[{footer}]\n" if footer else ""))
+            say("\n" + (paint(f"[{footer}]", "dim", out) + "\n" if footer else ""))
         except KeyboardInterrupt:
-            say("\n[cancelled: this turn was not stored]\n")
+            say("\n" + paint("[cancelled: this turn was not stored]", "dim", out) + "\n")
         except errors as exc:
-            say(f"\nerror: {describe(exc)}\n")
+            say(f"\n{error_line(describe(exc))}\n")
+
+    def error_line(text: str) -> str:
+        return f"{paint('error:', 'error', out)} {text}"
 
     say(f"Chatting in session {session!r}. /help for commands, Ctrl-D to quit.\n")
     if header:
@@ -116,7 +171,7 @@ def run_repl(
         except KeyboardInterrupt:
             continue  # Ctrl-C at the prompt just clears the line
         except LineError as exc:
-            say(f"error: {exc}\n")
+            say(error_line(str(exc)) + "\n")
             continue
         stripped = line.strip()
         if not stripped:
@@ -133,8 +188,13 @@ def run_repl(
                 try:
                     say(commands[name](arg.strip()) + "\n")
                 except errors as exc:
-                    say(f"error: {describe(exc)}\n")
+                    say(error_line(describe(exc)) + "\n")
             else:
                 say(f"unknown command /{name}; /help lists the commands\n")
             continue
         turn(respond, line)
+
+
+def slash_names(commands, streams) -> list[str]:
+    """Every /command the loop answers: its own and those it is given (others add theirs)."""
+    return sorted({*BUILTINS, *commands, *streams})

@@ -1,7 +1,8 @@
 """Where Companion keeps its data: one folder, movable with COMPANION_HOME.
 
 The folder holds the SQLite database (unless COMPANION_DB or --db names another
-SQLAlchemy URL) and the cache of converted model weights.
+SQLAlchemy URL), the cache of converted model weights, the optional config.toml
+and the REPL's input history.
 """
 
 from __future__ import annotations
@@ -52,4 +53,19 @@ def database_url(override: str | None = None) -> str:
 
 
 def cache_dir() -> Path:
-    return _private_dir(data_dir() / "models")
+    return _private_dir(cache_path())
+
+
+def cache_path() -> Path:
+    """Where converted weights are cached (not created here: `companion path` only reports it)."""
+    return data_dir() / "models"
+
+
+def config_path() -> Path:
+    """The optional config file (companion.app.config_file reads it)."""
+    return data_dir() / "config.toml"
+
+
+def history_path() -> Path:
+    """The REPL's input history (created owner-only when the chat starts)."""
+    return data_dir() / "history"

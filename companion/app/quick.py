@@ -1,0 +1,57 @@
+"""The `companion` entry point, and the one command that must answer before torch loads.
+
+Shell completion runs `companion _sessions` at every Tab on a session name. Through
+the full CLI that waits seconds for torch and the model code to import, so this lists
+the names with SQLAlchemy alone, and hands every other command to companion.app.cli.
+The query names the sessions table itself because memory_store's package imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HIDDEN = "_sessions"  # not in `companion --help`: it is for the completion scripts
+
+
+def session_names(url: str) -> list[str]:
+    """Session names, most recently used first; none when the SQLite file does not exist yet."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not (parsed.database and Path(parsed.database).is_file()):
+        return []  # connecting would create an empty database file
+    engine = create_engine(parsed, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return [row[0] for row in conn.execute(text("SELECT name FROM sessions ORDER BY last_used_at DESC"))]
+    finally:
+        engine.dispose()
+
+
+def print_session_names(argv: list[str]) -> int:
+    """`companion _sessions [--db URL]`: one name a line; a failure is one line on stderr, status 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .settings import DataFolderError, database_url
+
+    db = argv[argv.index("--db") + 1] if "--db" in argv[:-1] else None
+    try:
+        names = session_names(database_url(db))
+    except (SQLAlchemyError, DataFolderError, ValueError, OSError) as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        print(f"companion: error: {text.splitlines()[0] if text else type(exc).__name__}", file=sys.stderr)
+        return 1
+    print("\n".join(names), end="\n" if names else "")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [HIDDEN]:
+        return print_session_names(argv[1:])
+    from .cli import main as cli_main
+
+    return cli_main(argv)
