@@ -176,3 +176,31 @@ def test_sigkill_at_random_times_from_outside(embedded_lm, companion_home, tmp_p
         rows.append({"delay_s": round(delay, 2), "turn_s": round(span, 2), "killed": killed,
                      "exit": proc.returncode, "cycle_before": before, "cycle_after": after, "resumed": True})
     _record("random_kills", [{"seed": seed}] + rows)
+
+
+def test_sigkill_inside_forget_undo_and_retry_leaves_the_session_whole(embedded_lm, companion_home, tmp_path):
+    """Each memory edit killed inside its transaction (all rows written, before COMMIT) leaves the session as
+    it was; run again without the kill, it does what it says."""
+    from companion.app.crashpoints import EDIT_CRASH_POINTS
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    for text in ("My cactus is called Vornelk.", "I went swimming today."):
+        assert run_cli(companion_home, db, "say", "-s", SESSION, "--max-new-tokens", "6", text).returncode == 0
+    cycle, digests = snapshot(db, SESSION)
+    commands = {"forget-mid-commit": ("forget", SESSION, "--turn", "1"), "undo-mid-commit": ("undo", SESSION),
+                # sampled, so the new reply differs from the greedy one it replaces
+                "retry-mid-commit": ("retry", SESSION, "--max-new-tokens", "6", "--temperature", "1.5", "--seed", "7")}
+    for point in EDIT_CRASH_POINTS:
+        dead = run_cli(companion_home, db, *commands[point], crash=point)
+        assert dead.returncode == -signal.SIGKILL, f"{point}: {dead.returncode} {dead.stderr[-500:]}"
+        assert snapshot(db, SESSION) == (cycle, digests), point  # nothing of the edit, nothing else lost
+        ok = run_cli(companion_home, db, *commands[point])
+        assert ok.returncode == 0, ok.stderr
+        after, now = snapshot(db, SESSION)
+        if point == "undo-mid-commit":
+            assert after == cycle - 1 and now == {i: d for i, d in digests.items() if i < cycle}
+        else:  # forget rewrites the latest engram, retry the latest turn: earlier turns untouched
+            assert after == cycle and {i: d for i, d in now.items() if i < cycle} == \
+                {i: d for i, d in digests.items() if i < cycle} and now[cycle] != digests[cycle]
+        cycle, digests = after, now
+    cycle, digests = resume(companion_home, db, cycle)

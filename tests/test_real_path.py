@@ -153,3 +153,66 @@ def test_repl_scripted_end_to_end(companion_home, embedded_lm, db):
     assert "unknown command /bogus" in out
     assert "repl" in out.split("/bogus")[-1]
     assert stored_engrams(db, "repl")[0] == 1
+
+
+def test_forgetting_a_planted_fact_on_the_embedded_model_takes_it_out_of_the_answer(embedded_lm, tmp_path):
+    """The default recipe recalls a fact from the engram alone; after `forget` of its word it does not."""
+    from companion.app.memory import forget, memory_view
+    from companion.app.service import Companion
+    from memory_store import crud
+
+    comp = Companion(db_url=f"sqlite:///{tmp_path / 'f.db'}", lm=embedded_lm, max_new_tokens=12, quiet=True)
+    comp.say("f", "My cactus is called Vornelk.")
+
+    def engram_only_answer() -> str:
+        with comp.store.session() as db:
+            chat = crud.get_session(db, name="f")
+            engram, config = comp._latest(db, chat), comp._recipe_for(chat)
+        return comp.engine(config).run_turn(engram, "What is my cactus called?", max_new_tokens=12,
+                                            update=False).reply
+
+    assert "Vornelk" in engram_only_answer()
+    assert "Vornelk" in [w.text for w in memory_view(comp.store, "f").words]
+    forget(comp.store, "f", text="Vornelk")
+    assert "Vornelk" not in [w.text for w in memory_view(comp.store, "f").words]
+    assert "vornelk" not in engram_only_answer().lower()
+    comp.close()
+
+
+def test_a_scripted_chat_shows_memory_forgets_undoes_and_retries(embedded_lm, companion_home, tmp_path, monkeypatch):
+    """`companion chat` on the embedded model, typed lines from a script: /memory after a fact, the answer
+    before and after /forget of it, /undo and /retry, and the bad values answered in one line."""
+    import functools
+    import io
+
+    from companion.app import cli
+    from companion.app.repl import run_repl
+    from companion.app.service import Companion
+
+    monkeypatch.setenv("COMPANION_HOME", str(companion_home))
+    monkeypatch.setattr(cli, "Companion", functools.partial(Companion, lm=embedded_lm, quiet=True))
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "run_repl", functools.partial(run_repl, out=buf))
+    lines = iter(["My cactus is called Vornelk.", "/memory", "What is my cactus called?", "/undo",
+                  "/forget Vornelk", "/forget Vornelk", "/memory", "What is my cactus called?", "/retry",
+                  "/undo", "/undo", "/undo"])
+
+    def read():
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr(cli, "prompt_reader", lambda _path: read)
+    db = f"sqlite:///{tmp_path / 'chat.db'}"
+    assert cli.main(["--db", db, "chat", "-s", "walk", "--max-new-tokens", "12"]) == 0
+    out = buf.getvalue()
+    # replies are not echoed with their question, so the transcript is cut at what the commands print
+    before_forget, after_forget = out.split("forgot Vornelk (turn 1)", 1)
+    assert before_forget.count("Vornelk") >= 2  # in /memory, and in the reply from the engram alone
+    assert "nothing in session 'walk'" in after_forget  # the second /forget finds nothing
+    shown, rest = after_forget.split("(asked: Vornelk)", 1)  # the second /memory lists the forget
+    answer, retried = rest.split("[cycle 2", 1)[0], rest.split("[cycle 2", 1)[1].split("retried:", 1)[0]
+    assert answer.strip() and "vornelk" not in answer.lower() and "vornelk" not in retried.lower()
+    assert "retried: cycle 2" in out and "undid turn 2" in out and "undid turn 1" in out
+    assert "nothing to undo: session 'walk' has no turns" in out

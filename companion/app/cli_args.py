@@ -106,3 +106,19 @@ def sampling_of(args) -> Sampling:
         return BUILTIN[key] if value is None else value
 
     return Sampling(temperature=given("temperature"), top_p=given("top_p"), seed=getattr(args, "seed", None))
+
+
+def forget_request(arg: str) -> tuple[str | None, int | None]:
+    """/forget's argument: (text, None), or (None, N) for `--turn N`; a bad one is one ValueError line.
+
+    >>> forget_request("Vornelk"), forget_request("--turn 3")
+    (('Vornelk', None), (None, 3))
+    """
+    parts = arg.split()
+    if not parts:
+        raise ValueError("forget what? /forget WORDS, or /forget --turn N")
+    if parts[0] != "--turn":
+        return arg.strip(), None
+    if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) < 1:
+        raise ValueError("/forget --turn takes one turn number (1 or more)")
+    return None, int(parts[1])

@@ -12,9 +12,10 @@ import signal
 # default 2). Unset, it costs one dict lookup per point.
 CRASH_ENV = "COMPANION_CRASH_AT"
 CRASH_POINTS = ("after-load", "mid-generation", "after-generation", "after-extraction",
-                "before-commit", "mid-commit", "after-commit",
-                # inside the transactions of forget, undo and retry (companion.app.memory, service.retry)
-                "forget-mid-commit", "undo-mid-commit", "retry-mid-commit")
+                "before-commit", "mid-commit", "after-commit")
+# Inside the transactions of forget, undo and retry (companion.app.memory, Companion.retry): all rows
+# written, before COMMIT.
+EDIT_CRASH_POINTS = ("forget-mid-commit", "undo-mid-commit", "retry-mid-commit")
 
 
 def crash_point(name: str) -> None:

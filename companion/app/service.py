@@ -16,7 +16,8 @@ from companion.engine.engram import mean_row_norm
 from companion.engine.loading import LanguageModel, load_model
 from companion.engine.recipes import default_for, get_recipe
 from companion.engine.sampling import Sampling
-from memory_store import crud, open_store
+from companion.engine.sources import parse_sources, sources_json
+from memory_store import crud, edits, open_store
 from memory_store.errors import CorruptEngramError, StaleSessionError
 from memory_store.settings import set_recall, set_system_prompt, system_prompt_at, system_prompts
 
@@ -133,21 +134,35 @@ class Companion:
             raise CompanionError(f"nothing to continue: session {name!r} has no reply yet")
         return self._turn(name, continuation_prompt(last.reply_text), on_text, recall=False, after=last.index)
 
-    def _turn(self, name: str, text: str, on_text, *, recall: bool = True, after: int | None = None) -> TurnReport:
+    def retry(self, name: str, *, on_text: Callable[[str], None] | None = None) -> TurnReport:
+        """Make the last reply again from the engram before it (the sampling options apply) and replace
+        that turn with the new one in one transaction; interrupted, the old turn stays."""
+        name = crud.validate_session_name(name)
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=name)
+            last = crud.last_turn(db, chat=chat) if chat is not None else None
+        if last is None:
+            raise CompanionError(f"nothing to retry: session {name!r} has no turns")
+        return self._turn(name, last.user_text, on_text, after=last.index, replace=True)
+
+    def _turn(self, name: str, text: str, on_text, *, recall: bool = True, after: int | None = None,
+              replace: bool = False) -> TurnReport:
+        """One turn; after: the cycle the session must be at; replace: make turn `after` again instead."""
         with self.store.session() as db:
             chat = crud.get_session(db, name=name)
             if after is not None and (chat is None or chat.cycle != after):
-                raise CompanionError(f"session {name!r} moved on in another process; nothing was continued")
+                raise CompanionError(f"session {name!r} moved on in another process; nothing was "
+                                     f"{'retried' if replace else 'continued'}")
             config = self._recipe_for(chat)
-            engram, expected = None, 0
+            engram, sources, expected = None, None, 0
             last = None
             k = self.recall if self.recall is not None else (chat.recall if chat is not None else 0)
             system, stored_system = self.system, None
             if chat is not None:
-                expected = chat.cycle
+                expected = chat.cycle - 1 if replace else chat.cycle
                 # Verified before the model is even loaded: a damaged engram is never injected.
-                engram = self._latest(db, chat, config)
-                turn = crud.last_turn(db, chat=chat)
+                engram, sources = self._memory_at(db, chat, config, expected)
+                turn = edits.turn_at(db, chat=chat, index=expected) if expected else None
                 last = None if turn is None else (turn.user_text, turn.reply_text, turn.transcript_tokens)
                 stored_system = system_prompt_at(db, chat=chat, turn=expected + 1)
                 system = stored_system if system is None else system
@@ -162,7 +177,8 @@ class Companion:
         on_text, original_compress = crash_hooks(engine, on_text)
         try:
             result = engine.run_turn(engram, model_text, on_text=on_text, max_new_tokens=self.max_new_tokens,
-                                     system=system or None, sampling=self.sampling, turn=expected + 1)
+                                     system=system or None, sampling=self.sampling, turn=expected + 1,
+                                     sources=sources)
         finally:
             if original_compress is not None:
                 engine.compress = original_compress
@@ -179,14 +195,16 @@ class Companion:
                                                model_fingerprint=self.lm.fingerprint, engram_config=config.to_dict())
                 elif self.recall is not None and chat.recall != k:
                     set_recall(db, chat=chat, recall=k)
+                if replace:  # the guard: the session must still be at the turn being made again
+                    edits.drop_last_turn(db, chat=chat, expected_cycle=expected + 1, keep_prompt=True)
                 if new_system:
                     set_system_prompt(db, chat=chat, from_turn=expected + 1, text=self.system)
                 crud.add_turn(db, chat=chat, expected_cycle=expected, user_text=text, reply_text=result.reply,
                               prompt_tokens=result.prompt_tokens, reply_tokens=result.reply_tokens,
                               transcript_tokens=transcript, gen_seconds=result.gen_seconds,
                               update_seconds=result.update_seconds, engram=result.engram,
-                              engram_config=config.to_dict())
-                crash_point("mid-commit")
+                              engram_config=config.to_dict(), sources=sources_json(result.sources))
+                crash_point("retry-mid-commit" if replace else "mid-commit")
         except StaleSessionError as exc:
             # Optimistic concurrency: the other process's turn stands, this one is dropped whole.
             raise CompanionError(
@@ -201,16 +219,21 @@ class Companion:
 
     def _latest(self, db, chat, config: EngramConfig | None = None):
         """The session's newest engram, verified; refuses one that is damaged, missing or of another recipe."""
+        return self._memory_at(db, chat, config, chat.cycle)[0]
+
+    def _memory_at(self, db, chat, config: EngramConfig | None, cycle: int):
+        """(the engram stored with turn `cycle`, verified, or None before the first; its slot sources)."""
         try:
-            found = crud.latest_engram(db, chat=chat)
+            found = crud.latest_engram(db, chat=chat) if cycle == chat.cycle else edits.engram_at(db, chat=chat,
+                                                                                                  cycle=cycle)
         except CorruptEngramError as exc:
             raise CompanionError(f"refusing to inject a damaged engram: {exc}; `companion show {chat.name}` "
                                  f"and `companion export` still work") from exc
-        if chat.cycle == 0 and found is None:
-            return None
-        if found is None or found[1].cycle != chat.cycle:
+        if cycle == 0 and (found is None or found[1].cycle == 0):
+            return None, None
+        if found is None or found[1].cycle != cycle:
             have = "none" if found is None else f"cycle {found[1].cycle}"
-            raise CompanionError(f"refusing to resume session {chat.name!r}: the engram of cycle {chat.cycle} "
+            raise CompanionError(f"refusing to resume session {chat.name!r}: the engram of cycle {cycle} "
                                  f"is missing (newest stored: {have})")
         tensor, row = found
         if not EngramConfig.from_dict(json.loads(row.config)).same_recipe(
@@ -222,7 +245,7 @@ class Companion:
                                                                                               config.slots)):
             raise CompanionError(f"refusing to inject the engram of session {chat.name!r} cycle {row.cycle}: shape "
                                  f"{tuple(tensor.shape)} does not fit the recipe's {config.slots} slots")
-        return tensor
+        return tensor, parse_sources(row.sources, tensor.shape[0])
 
     def _check_width(self, chat, engram, config: EngramConfig | None = None) -> None:
         want = get_recipe((config or EngramConfig(recipe=default_for(self.lm))).recipe).stored_width(self.lm.hidden_size)
@@ -280,7 +303,10 @@ class Companion:
                     "recipe": _recipe_fields(chat.engram_config), "cycle": chat.cycle,
                     "created": chat.created_at.isoformat(), "last_used": chat.last_used_at.isoformat(),
                     "recall": chat.recall,
-                    "system": [{"from_turn": p.from_turn, "text": p.text} for p in system_prompts(db, chat=chat)]}
+                    "system": [{"from_turn": p.from_turn, "text": p.text} for p in system_prompts(db, chat=chat)],
+                    "forgets": [{"cycle": f.cycle, "asked": f.asked, "removed": json.loads(f.removed),
+                                 "slots_before": f.slots_before, "slots_after": f.slots_after,
+                                 "when": f.created_at.isoformat()} for f in edits.forgets(db, chat=chat)]}
             return info, views
 
     def stats(self, name: str) -> dict:
