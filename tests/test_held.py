@@ -65,3 +65,18 @@ def test_the_harness_records_it_the_same_one_at_a_time_and_in_lockstep(tiny_lm, 
             assert (now == 0) == left and 0 <= now <= rec["entered"]
         assert "fact_slots_held" not in t["probes"][0]["diagnostics"]["seed"]
     assert "How long the fact stayed" in (tmp_path / "one" / "recall.md").read_text()
+
+
+def test_only_the_statements_own_tokens_count_as_the_facts(tiny_lm):
+    """select-sticky's first turn fills slots with template and reply tokens too; they are not the fact."""
+    engine = Engine(tiny_lm, EngramConfig(layer=2, slots=16, recipe="select-sticky"))
+    turn = ("My cactus is called Vornelk.", "Got it, I'll remember that.")
+    after = engine.absorb(None, *turn).engram
+    every = Hd.FactSlots({"s": engine}, {"s": None}, {"s": after})
+    own = Hd.FactSlots({"s": engine}, {"s": None}, {"s": after}, turn)
+    n_every, n_own = every.record()["s"]["entered"], own.record()["s"]["entered"]
+    assert 0 < n_own < n_every
+    # select-sticky keeps states unchanged: count the slots equal to a state of the user's words directly
+    p, states = engine.place(None, *turn), engine.turn_states(None, *turn)
+    user = states[p.content:p.user_end]
+    assert sum(bool((user == row).all(dim=1).any()) for row in after[:, :-1]) == n_own

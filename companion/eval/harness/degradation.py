@@ -154,8 +154,9 @@ def run(engines, settings: RunSettings, trials: int, out: str | Path, *, pool: D
         "intrusions": intrusions(kept, [r.name for r in rows], settings.cycles),
         "fact_slots": {r: summarise([t.get("fact_slots", {}).get(r) for t in kept], max(settings.cycles))
                        for r in engines},
-        "fact_slots_meaning": ("per recipe: the slots the fact's turn wrote, and per trial the k at which the last "
-                               "of them left the engram (None: still held at the last k; harness.held)"),
+        "fact_slots_meaning": ("per recipe: the slots holding the fact statement's own tokens (not the template's or "
+                               "the reply's), and per trial the k at which the last of them left the engram (None: "
+                               "still held at the last k; harness.held)"),
         "per_trial": kept,
     }
     if plan is not None:

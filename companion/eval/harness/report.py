@@ -72,8 +72,9 @@ def recall_table(results: dict) -> str:
     slots = {r: v for r, v in results.get("fact_slots", {}).items() if v}
     if slots:
         kmax = max(int(k) for k in ks)
-        lines += ["", "How long the fact stayed: the slots its turn wrote (mean over trials), and per trial the k at "
-                  f"which the last of them left the engram ('held' = still there at k={kmax}; 0 = none got in). "
+        lines += ["", "How long the fact stayed: the slots holding its statement's own tokens (mean over trials), and "
+                  f"per trial the k at which the last of them left the engram ('held' = still there at k={kmax}; "
+                  "0 = none got in). "
                   "Averaging recipes (seed) rewrite every slot every turn and are left out.", "",
                   "| recipe | slots entered | left at k, per trial | held to the end | none got in |",
                   "| --- | --- | --- | --- | --- |"]

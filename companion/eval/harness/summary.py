@@ -29,8 +29,8 @@ DIAGNOSTICS_MEANING = {
     "pos0_share_turn": "||h_0|| / sum_t ||h_t|| over the last lived turn's layer-L states as the recipe lays "
                        "it out (Engine.turn_states)",
     "pos0_share_slot0": "the same ratio within the first pooling chunk (the first engram slot)",
-    "fact_slots_held": "how many of the slots the fact's turn wrote are still in the engram (token-keeping "
-                       "recipes; harness.held)"}
+    "fact_slots_held": "how many of the slots holding the fact statement's own tokens are still in the engram "
+                       "(token-keeping recipes; harness.held)"}
 
 
 def code_version() -> str:

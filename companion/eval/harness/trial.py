@@ -152,7 +152,7 @@ class Trial:
         last = self._live(mem, self.fact.statement, ACK)
         self._live(foreign, self.foreign_fact.statement, ACK)
         first = {r: m.engram for r, m in mem.items()}
-        held = FactSlots(self.engines, {r: last[r][0] for r in self.recipes}, first)
+        held = FactSlots(self.engines, {r: last[r][0] for r in self.recipes}, first, (self.fact.statement, ACK))
         checkpoints, kmax = set(self.s.cycles), max(self.s.cycles)
         probes = []
         for i in range(kmax + 1):
