@@ -19,6 +19,7 @@ from companion.engine.cycle import InputTooLongError
 from companion.engine.loading import ModelLoadError
 from memory_store.errors import StoreError
 
+from .client import connect
 from .cli_args import count_arg, recipe_arg, sampling_of, shaping_opts, turn_arg
 from .colour import paint
 from .config_file import load as load_config
@@ -30,6 +31,7 @@ from .memory import forget, memory_view, undo
 from .memory_commands import memory_commands
 from .repl import prompt_reader, run_repl
 from .resume import history_text, resume_header
+from .serve import add_parser as add_serve_parser
 from .service import Companion, CompanionError
 from .paths import data_paths, paths_text
 from .settings import DataFolderError, config_path, history_path
@@ -63,9 +65,10 @@ def _recipe(args) -> EngramConfig | None:
 
 
 def _companion(args) -> Companion:
-    return Companion(db_url=args.db, model=args.model, config=_recipe(args),
+    comp = Companion(db_url=args.db, model=args.model, config=_recipe(args),
                      max_new_tokens=getattr(args, "max_new_tokens", 200), system=args.system,
                      sampling=sampling_of(args), recall=args.recall)
+    return connect(comp, args) if hasattr(args, "no_server") else comp  # a running server's turns, if one fits
 
 
 def _for_session(comp: Companion, args, name: str) -> None:
@@ -372,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--session", "-s", default="default")
     chat.add_argument("-c", "--continue", dest="cont", action="store_true", help="continue the most recent session")
     model_opts(chat)
+    chat.add_argument("--no-server", action="store_true", help="run here even if `companion serve` is running")
     chat.set_defaults(func=cmd_chat)
 
     say = sub.add_parser("say", help="one turn, non-interactive; text from arguments or stdin")
@@ -381,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--more", action="store_true", help="continue the last reply (one cut at --max-new-tokens)")
     say.add_argument("text", nargs="*")
     model_opts(say)
+    say.add_argument("--no-server", action="store_true", help="run here even if `companion serve` is running")
     say.set_defaults(func=cmd_say)
 
     ls = sub.add_parser("sessions", help="list sessions")
@@ -460,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "input history")
     pth.add_argument("--json", action="store_true")
     pth.set_defaults(func=cmd_path)
+
+    add_serve_parser(sub)
 
     cpl = sub.add_parser("completion", help="print a shell completion script: eval \"$(companion completion bash)\"")
     cpl.add_argument("shell", choices=SHELLS)
