@@ -246,7 +246,8 @@ class Api:
     async def server(self, request: Request):
         idle = time.monotonic() - self.worker.last_active
         return JSONResponse({**{k: v for k, v in self.info.items() if k != "started_ts"},
-                             "idle_seconds": round(idle, 1), "in_flight": self.worker.snapshot()})
+                             "idle_seconds": round(idle, 1), "turns_done": self.worker.turns_done,
+                             "in_flight": self.worker.snapshot()})
 
 
 def _name(request: Request) -> str:

@@ -55,6 +55,7 @@ class Worker:
         self.mean_seconds = 5.0  # a guess until turns are measured; only Retry-After uses it
         self._numbers = itertools.count(1)
         self.stopping = False
+        self.turns_done = 0  # turns stored through this server (ps, and tests that must know a turn ran here)
         self.thread = threading.Thread(target=self._loop, name="companion-turns", daemon=True)
         self.thread.start()
 
@@ -107,7 +108,9 @@ class Worker:
                     job.emit("cancelled")
                     continue
                 job.state, job.started = "running", time.monotonic()
-                job.emit("done", self._run(job))
+                result = self._run(job)
+                self.turns_done += 1
+                job.emit("done", result)
                 took = time.monotonic() - job.started
                 self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * took
             except KeyboardInterrupt:
