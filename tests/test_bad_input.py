@@ -128,6 +128,16 @@ def _export_over_file(ctx: Ctx) -> dict:
     return {"args": ["export", KEEP, str(there)]}
 
 
+def _undo_emptied(ctx: Ctx) -> dict:
+    url, _ = ctx.db_copy("emptied")
+    from companion.app.memory import undo
+
+    store = open_store(url)
+    undo(store, KEEP)  # the copy's one turn: the session exists with no turns left
+    store.close()
+    return {"args": ["undo", KEEP], "db": url}
+
+
 LONG = ("word " * 9000).encode()
 
 CASES = [
@@ -186,6 +196,18 @@ CASES = [
     Case("fork --at beyond the last turn", lambda c: {"args": ["fork", KEEP, "k2", "--at", "5"]},
          "--at 5 is outside session 'keep', which has turns 1..1"),
     Case("rename an unknown session", lambda c: {"args": ["rename", "nobody", "k2"]}, "no session named 'nobody'"),
+    Case("forget words the memory does not hold", lambda c: {"args": ["forget", KEEP, "Brindlewick"]},
+         "nothing in session 'keep''s memory came from 'Brindlewick'"),
+    Case("forget --turn beyond the last turn", lambda c: {"args": ["forget", KEEP, "--turn", "5"]},
+         "there is no turn 5"),
+    Case("forget with nothing to forget", lambda c: {"args": ["forget", KEEP]}, "give the words to forget"),
+    Case("memory of an unknown session", lambda c: {"args": ["memory", "nobody"]}, "no session named 'nobody'"),
+    Case("undo on a session with no turns", _undo_emptied, "nothing to undo: session 'keep' has no turns"),
+    Case("retry an unknown session", lambda c: {"args": ["retry", "nobody"]}, "nothing to retry"),
+    Case("search for no word at all", lambda c: {"args": ["search", "("]}, "give at least one word"),
+    Case("/forget of a word not in memory (REPL)",
+         lambda c: {"args": ["chat", "-s", KEEP], "stdin": b"/forget Brindlewick\n/quit\n"},
+         "error: nothing in session 'keep'", code=0, stream="stdout", loads_model=True),
     Case("/history with a bad count (REPL)", lambda c: {"args": ["chat", "-s", KEEP], "stdin": b"/history x\n/quit\n"},
          "error: /history takes a number of exchanges from 1 to 1000, not 'x'", code=0, stream="stdout"),
 ]
