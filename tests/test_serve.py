@@ -243,7 +243,8 @@ def test_full_queue_is_429_with_retry_after(server):
                          headers={"Authorization": f"Bearer {server.token}", "X-Companion-Session": "q-long"},
                          json={"model": "tiny", "stream": True, "max_tokens": 900,
                                "messages": [{"role": "user", "content": "Keep the model busy."}]}) as resp:
-            next(resp.iter_lines())
+            lines = resp.iter_lines()  # kept: a dropped iterator closes the stream
+            next(lines)
             threads = [threading.Thread(target=quick, args=(i,)) for i in range(12)]
             for t in threads:
                 t.start()

@@ -48,10 +48,30 @@ def print_session_names(argv: list[str]) -> int:
     return 0
 
 
+# `companion ps` and `serve --stop` talk to a server over HTTP: no reason to wait for torch.
+SERVER_VERBS = (["ps"], ["ps", "--json"], ["serve", "--stop"])
+
+
+def server_verb(argv: list[str]) -> int:
+    import argparse
+
+    from .errors import CompanionError
+    from .serve import cmd_ps, stop_server
+    from .settings import DataFolderError
+
+    try:
+        return stop_server() if argv[0] == "serve" else cmd_ps(argparse.Namespace(json="--json" in argv))
+    except (CompanionError, DataFolderError, OSError) as exc:
+        print(f"companion: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [HIDDEN]:
         return print_session_names(argv[1:])
+    if argv in SERVER_VERBS:
+        return server_verb(argv)
     from .cli import main as cli_main
 
     return cli_main(argv)

@@ -153,14 +153,18 @@ def cmd_serve(args) -> int:
         print(f"companion serve: listening on {args.host}, reachable from other machines; every request still "
               "needs the token, which plain HTTP does not encrypt", file=sys.stderr)
     url_db = database_url(args.db)
-    comp = Companion(db_url=url_db, model=args.model, max_new_tokens=args.max_new_tokens)
-    comp.warm_up("default")  # the model and the default recipe loaded before anyone is told we are up
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(128)
+    try:  # bound before the model loads: a taken port fails at once
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise CompanionError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     port = sock.getsockname()[1]
+    comp = Companion(db_url=url_db, model=args.model, max_new_tokens=args.max_new_tokens)
+    comp.warm_up("default")  # the model and the default recipe loaded before anyone is told we are up
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     started = dt.datetime.now(dt.timezone.utc)
     info = {"url": f"http://{host}:{port}", "token": secrets.token_urlsafe(32), "pid": os.getpid(),
