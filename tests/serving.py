@@ -52,11 +52,12 @@ def companion(home: Path, *args: str, timeout: float = 120, **kw) -> subprocess.
 class Server:
     """A `companion serve` subprocess on 127.0.0.1, port 0; info is its server.json."""
 
-    def __init__(self, home: Path, model: Path, *args: str):
+    def __init__(self, home: Path, model: Path, *args: str, db: str | None = None):
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.log = open(home / f"serve-{time.time_ns()}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "companion", "serve", "--model", str(model),
+        pre = ["--db", db] if db else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "companion", *pre, "serve", "--model", str(model),
                                       "--port", "0", *args], env=env_for(home), cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
