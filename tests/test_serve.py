@@ -157,7 +157,6 @@ BAD = [
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "model": 5}, None, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "user": "bad name!"}, None, 400),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 3000}]}, None, 400),
-    ("POST", "/v1/chat/completions", None, b'{"messages": "' + b"x" * (1 << 20) + b'"}', 413),
     ("GET", "/api/sessions/never-made", None, None, 404),
     ("GET", "/api/sessions/bad%20name", None, None, 400),
     ("POST", "/api/sessions/never-made/fork", {"new": "x"}, None, 404),
@@ -170,6 +169,28 @@ BAD = [
 ]
 
 
+def _oversized(server):
+    """A body over the limit, announced by Content-Length: refused before it is read (a raw socket, since
+    a client still sending the body when the 413 comes back may see a broken pipe instead)."""
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server.url)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {2 << 20}\r\n\r\n".encode())
+        sock.sendall(b'{"messages": "' + b"x" * 1000)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
 def test_bad_requests_are_4xx_in_openai_shape_and_store_nothing(server):
     db = server.home / "companion.db"
     server.chat("exists", "So the store is not empty.", max_tokens=2)
@@ -179,6 +200,9 @@ def test_bad_requests_are_4xx_in_openai_shape_and_store_nothing(server):
                                            if "user" not in (body or {}) else None)
         assert status == want, (path, body if raw is None else raw[:40], answer)
         _error_ok(status, answer)
+    status, answer = _oversized(server)
+    _error_ok(status, answer)
+    assert status == 413 and answer["error"]["code"] == "request_too_large"
     assert len(BAD) >= 20 and digest(db) == before and server.turns("bad") == []
     long = server.chat("bad", "word " * 3000)[1]
     assert long["error"]["code"] == "context_length_exceeded"
@@ -278,3 +302,31 @@ def test_say_through_the_server_equals_in_process(server, model_dir):
     assert plain.returncode == 0 and plain.stdout.strip() and "--more" in plain.stderr  # cut notice, as in-process
     refused = companion(server.home, "say", "-s", "say-a", "--model", str(model_dir), "--seed", "3", "Hi")
     assert refused.returncode == 1 and "--temperature" in refused.stderr
+
+
+def test_ctrl_c_of_a_served_say_cancels_the_turn(server, model_dir):
+    import signal
+    import subprocess
+    import sys
+
+    from serving import ROOT, env_for
+
+    proc = subprocess.Popen([sys.executable, "-m", "companion", "say", "-s", "ctrl-c", "--model", str(model_dir),
+                             "--stream", "--max-new-tokens", "900", "Talk for a long time."], cwd=ROOT,
+                            env=env_for(server.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(1)  # the reply has begun streaming
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "cancelled: nothing was stored" in err.decode()
+    server.idle()
+    assert server.turns("ctrl-c") == []
+
+
+def test_chat_through_the_server(server, model_dir):
+    before = server.request("GET", "/api/server")[1]["turns_done"]
+    res = companion(server.home, "chat", "-s", "chat-a", "--model", str(model_dir), "--max-new-tokens", "3",
+                    input="Hello.\n/retry\n/stats\n")
+    assert res.returncode == 0, res.stderr
+    assert "retried: cycle 1" in res.stdout and "cycle: 1" in res.stdout
+    assert server.request("GET", "/api/server")[1]["turns_done"] == before + 2
+    assert [t["user"] for t in server.turns("chat-a")] == ["Hello."]

@@ -12,8 +12,10 @@ the turn: nothing of it is stored, as in-process.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
+from urllib.parse import quote
 
 from . import server_file
 from .errors import CompanionError
@@ -45,6 +47,8 @@ class RemoteCompanion:
                          "max_new_tokens": getattr(args, "max_new_tokens", None)}
 
     def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._local, name)
 
     def say(self, name: str, text: str, *, on_text=None) -> TurnReport:
@@ -67,10 +71,11 @@ class RemoteCompanion:
         if text is not None:
             body["text"] = text
         try:
-            resp = server_file.call(self._info, "POST", f"/api/sessions/{name}/turn", body, timeout=3600)
+            resp = server_file.call(self._info, "POST", f"/api/sessions/{quote(name, safe='')}/turn", body,
+                                    timeout=3600)
         except urllib.error.HTTPError as exc:
             raise CompanionError(_message(exc.read()) or f"the server answered {exc.code}") from None
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise CompanionError(f"the server at {self._info['url']} stopped answering ({exc}); "
                                  "`companion ps` checks it, --no-server runs here") from None
         with resp:  # leaving early (Ctrl-C) closes the connection: the server cancels the turn
@@ -85,7 +90,8 @@ class RemoteCompanion:
                 elif "report" in event:
                     report = event["report"]
                     report = TurnReport(**{**report, "recalled": tuple(report["recalled"])})
-                    self._local._recalled[name] = report.recalled
+                    if self._local is not None:  # /stats reads what the last turn recalled
+                        self._local._recalled[name] = report.recalled
                     return report
                 else:
                     raise CompanionError(event.get("error", {}).get("message") or "the server refused the turn")

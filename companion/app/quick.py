@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         return print_session_names(argv[1:])
     if argv in SERVER_VERBS:
         return server_verb(argv)
+    if argv[:1] == ["say"]:
+        from .quick_say import fast_say
+
+        code = fast_say(argv[1:])  # through a running server, before torch loads; None: not for it
+        if code is not None:
+            return code
     from .cli import main as cli_main
 
     return cli_main(argv)
