@@ -18,7 +18,8 @@ def model_dir(tokenizer, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve-home"), model_dir, "--queue", "8", "--keep-alive", "-1")
+    srv = Server(tmp_path_factory.mktemp("serve-home"), model_dir, "--queue", "8", "--keep-alive", "-1",
+                 "--cors", "http://ok.example")
     yield srv
     srv.stop()
 
@@ -69,10 +70,11 @@ def test_seed_reproduces_a_sampled_reply(server):
 
 def test_plain_http_header_names_the_session_and_system_message_is_stored(server):
     status, body, _ = server.request("POST", "/v1/chat/completions", {
-        "model": "tiny", "user": "not-this-one", "max_tokens": 4,
+        "model": "tiny", "user": "not-this-one", "max_tokens": 40, "max_completion_tokens": 3,
         "messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi."}]},
         headers={"X-Companion-Session": "http"})
     assert status == 200 and body["object"] == "chat.completion" and body["companion"]["session"] == "http"
+    assert body["usage"]["completion_tokens"] <= 3  # max_completion_tokens wins over the older max_tokens
     shown = server.request("GET", "/api/sessions/http")[1]
     assert shown["system"] == [{"from_turn": 1, "text": "Answer briefly."}] and shown["cycle"] == 1
     names = [s["name"] for s in server.request("GET", "/api/sessions")[1]["data"]]
@@ -222,10 +224,14 @@ def test_missing_or_wrong_token_is_refused(server):
         openai.OpenAI(base_url=server.url + "/v1", api_key="nope", max_retries=0).models.list()
 
 
-def test_no_cors_unless_asked(server):
-    resp = httpx.options(server.url + "/v1/chat/completions", headers={
-        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
-    assert "access-control-allow-origin" not in resp.headers
+def test_cors_only_for_the_origin_given(server):
+    def preflight(origin):
+        return httpx.options(server.url + "/v1/chat/completions", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization"})
+
+    assert preflight("http://ok.example").headers.get("access-control-allow-origin") == "http://ok.example"
+    assert "access-control-allow-origin" not in preflight("http://evil.example").headers
 
 
 def test_load_every_turn_stored_once_in_order(server):

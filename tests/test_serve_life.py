@@ -52,6 +52,9 @@ def test_ps_and_stop(model_dir, tmp_path):
     home = tmp_path / "home"
     srv = Server(home, model_dir, "--keep-alive", "-1")
     try:
+        no_cors = httpx.options(srv.url + "/v1/models", headers={"Origin": "http://ok.example",
+                                                                  "Access-Control-Request-Method": "GET"})
+        assert "access-control-allow-origin" not in no_cors.headers  # none without --cors
         ps = companion(home, "ps")
         assert ps.returncode == 0 and srv.url in ps.stdout and "no turns in flight" in ps.stdout
         busy = companion(home, "serve", "--model", str(model_dir))
