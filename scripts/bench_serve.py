@@ -1,6 +1,7 @@
 """Benchmark a warm server: a one-token `companion say` through it vs in-process, and decode tokens/s.
 
     python scripts/bench_serve.py --reps 5 --threads 1 --out runs/bench_serve.json
+    pip install -e '.[bench]'   # the llama.cpp row: llama-cpp-python, built from source (minutes on 2 cores)
 
 Part 1 times the real command (wall clock of `python -m companion say ... --max-new-tokens 1`, in a fresh
 data folder that shares the model cache) through a `companion serve` started for that folder, and with
@@ -107,7 +108,7 @@ def llama_cpp(args) -> dict | None:
         from llama_cpp import Llama
     except ImportError:
         print("llama.cpp row skipped: llama-cpp-python is not installed; `.venv/bin/pip install "
-              "llama-cpp-python` builds it from source (minutes on 2 cores)", file=sys.stderr)
+              "'.[bench]'` (llama-cpp-python) builds it from source (minutes on 2 cores)", file=sys.stderr)
         return None
     from companion.engine.loading import embedded_gguf
 
