@@ -20,11 +20,12 @@ from urllib.parse import quote
 from . import server_file
 from .errors import CompanionError
 from .reports import TurnReport
+from .settings import database_url
 
 UNSERVED = ("recipe", "layer", "slots", "recall", "new_recipe")  # options the server cannot apply per request
 
 
-def usable(args, db_url: str) -> dict | None:
+def usable(args) -> dict | None:
     """server.json of a server that answers and can run this command's turns, else None."""
     if getattr(args, "no_server", False) or any(getattr(args, k, None) for k in UNSERVED):
         return None
@@ -32,7 +33,8 @@ def usable(args, db_url: str) -> dict | None:
     if found is None:
         return None
     info, status = found
-    if info.get("db") != db_url or (getattr(args, "model", None) not in (None, status.get("model"))):
+    same_db = info.get("db") == database_url(getattr(args, "db", None))
+    if not same_db or getattr(args, "model", None) not in (None, status.get("model")):
         return None
     return info
 
@@ -108,7 +110,5 @@ def _message(raw: bytes) -> str | None:
 
 def connect(local, args):
     """The server's stand-in for `local` when one can run this command, else `local` itself."""
-    from .settings import database_url
-
-    info = usable(args, database_url(getattr(args, "db", None)))
+    info = usable(args)
     return local if info is None else RemoteCompanion(local, info, args)

@@ -20,7 +20,7 @@ from .client import RemoteCompanion, usable
 from .colour import paint
 from .continuation import cut_notice
 from .errors import CompanionError
-from .settings import DataFolderError, config_path, database_url
+from .settings import DataFolderError, config_path
 
 
 class _Decline(Exception):
@@ -59,12 +59,10 @@ def fast_say(argv: list[str]) -> int | None:
     """cmd_say through the server; None when the full CLI must run it."""
     try:
         args = _parse(argv)
-        if config_path().exists():
-            return None  # config.toml may fill options: the full CLI settles them
-        info = usable(args, database_url(None))
+        info = usable(args)
+        if info is None or config_path().exists():
+            return None  # no server; or config.toml may fill options: the full CLI settles them
     except (_Decline, DataFolderError, OSError):
-        return None
-    if info is None:
         return None
     try:
         return _say(args, RemoteCompanion(None, info, args))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import os
 import secrets
 import signal
@@ -97,8 +98,6 @@ def cmd_ps(args) -> int:
 
 
 def json_dumps(obj) -> str:
-    import json
-
     return json.dumps(obj, indent=2)
 
 

@@ -22,12 +22,14 @@ NAME = "server.json"
 
 
 def server_path() -> Path:
-    return data_dir() / NAME
+    """Where the file is; not created here, so looking for a server never makes a data folder."""
+    home = os.environ.get("COMPANION_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".companion") / NAME
 
 
 def write(info: dict) -> Path:
     """Write atomically, owner-only from the first byte (no window where the token is world-readable)."""
-    path = server_path()
+    path = data_dir() / NAME
     tmp = path.with_name(f".{NAME}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
