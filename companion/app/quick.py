@@ -2,8 +2,8 @@
 
 Shell completion runs `companion _sessions` at every Tab on a session name. Through
 the full CLI that waits seconds for torch and the model code to import, so this lists
-the names with SQLAlchemy alone, and hands every other command to companion.app.cli.
-The query names the sessions table itself because memory_store's package imports torch.
+the names through memory_store.names (SQLAlchemy alone), and hands every other command
+to companion.app.cli.
 """
 
 from __future__ import annotations
@@ -14,26 +14,11 @@ from pathlib import Path
 HIDDEN = "_sessions"  # not in `companion --help`: it is for the completion scripts
 
 
-def session_names(url: str) -> list[str]:
-    """Session names, most recently used first; none when the SQLite file does not exist yet."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import NullPool
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not (parsed.database and Path(parsed.database).is_file()):
-        return []  # connecting would create an empty database file
-    engine = create_engine(parsed, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return [row[0] for row in conn.execute(text("SELECT name FROM sessions ORDER BY last_used_at DESC"))]
-    finally:
-        engine.dispose()
-
-
 def print_session_names(argv: list[str]) -> int:
     """`companion _sessions [--db URL]`: one name a line; a failure is one line on stderr, status 1."""
     from sqlalchemy.exc import SQLAlchemyError
+
+    from memory_store.names import session_names
 
     from .settings import DataFolderError, database_url
 
