@@ -27,7 +27,7 @@ from .config_file import settle
 from .continuation import cut_notice
 from .dates import ago
 from .fork import fork, rename
-from .memory import forget, memory_view, undo
+from .cli_memory import add_memory_commands
 from .memory_commands import memory_commands
 from .repl import prompt_reader, run_repl
 from .resume import history_text, resume_header
@@ -37,7 +37,7 @@ from .paths import data_paths, paths_text
 from .settings import DataFolderError, config_path, history_path
 from .shell import SHELLS, completion_script
 from .transfer import TransferError, export_session, import_session
-from .views import footer_line, forget_text, memory_text, sessions_table, transcript_text
+from .views import footer_line, sessions_table, transcript_text
 
 ERRORS = (CompanionError, StoreError, ModelLoadError, ConfigError, InputTooLongError, TransferError,
           DataFolderError, SQLAlchemyError, ValueError, OSError)
@@ -223,42 +223,6 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_memory(args) -> int:
-    view = memory_view(Companion(db_url=args.db).store, args.name)
-    if args.json:
-        print(json.dumps({k: v for k, v in asdict(view).items()}, indent=2))
-    else:
-        print(memory_text(view))
-    return 0
-
-
-def cmd_forget(args) -> int:
-    text = " ".join(args.text) if args.text else None
-    if (text is None) == (args.turn is None):
-        raise CompanionError("give the words to forget, or --turn N (not both)")
-    print(forget_text(forget(Companion(db_url=args.db).store, args.name, text=text, turn=args.turn)))
-    return 0
-
-
-def cmd_undo(args) -> int:
-    index, user = undo(Companion(db_url=args.db).store, args.name)
-    print(f"undid turn {index} of session {args.name!r} ({user[:60]!r}); it goes on from the memory after "
-          f"turn {index - 1}")
-    return 0
-
-
-def cmd_retry(args) -> int:
-    comp = _companion(args)
-    report = comp.retry(args.name, on_text=(lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
-                        if args.stream else None)
-    if args.json:
-        print(json.dumps({"session": args.name, **report.__dict__}))
-    else:
-        print() if args.stream else print(report.reply)
-    comp.close()
-    return 0
-
-
 def cmd_fork(args) -> int:
     comp = Companion(db_url=args.db)
     report = fork(comp.store, args.name, args.new, at=args.at)
@@ -406,27 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
 
-    mem = sub.add_parser("memory", help="what a session's engram holds: the words its slots came from")
-    mem.add_argument("name")
-    mem.add_argument("--json", action="store_true")
-    mem.set_defaults(func=cmd_memory)
-
-    fg = sub.add_parser("forget", help="take the slots that came from TEXT (or from --turn N) out of the memory")
-    fg.add_argument("name")
-    fg.add_argument("text", nargs="*")
-    fg.add_argument("--turn", type=turn_arg, default=None, metavar="N", help="forget what entered in turn N")
-    fg.set_defaults(func=cmd_forget)
-
-    ud = sub.add_parser("undo", help="drop a session's last turn; it goes on from the memory before it")
-    ud.add_argument("name")
-    ud.set_defaults(func=cmd_undo)
-
-    rt = sub.add_parser("retry", help="make a session's last reply again from the same memory, replacing it")
-    rt.add_argument("name")
-    rt.add_argument("--json", action="store_true", help="print the turn report as JSON")
-    rt.add_argument("--stream", action="store_true", help="print the reply as it is generated")
-    model_opts(rt)
-    rt.set_defaults(func=cmd_retry)
+    add_memory_commands(sub, model_opts, _companion)
 
     fk = sub.add_parser("fork", help="a new session from NAME's engram after turn --at, with the transcript so far")
     fk.add_argument("name")
