@@ -1,6 +1,7 @@
 """Benchmark a warm server: a one-token `companion say` through it vs in-process, and decode tokens/s.
 
     python scripts/bench_serve.py --reps 5 --threads 1 --out runs/bench_serve.json
+    python scripts/bench_serve.py --skip-say --compare --decode-reps 5 --out runs/bench_decode.json
     pip install -e '.[bench]'   # the llama.cpp row: llama-cpp-python, built from source (minutes on 2 cores)
 
 Part 1 times the real command (wall clock of `python -m companion say ... --max-new-tokens 1`, in a fresh
@@ -9,7 +10,12 @@ data folder that shares the model cache) through a `companion serve` started for
 token suppressed) with --threads threads: Companion's engine (the engram written as every turn does) and,
 when llama-cpp-python is installed, llama.cpp on the same GGUF (a benchmark-only extra: it cannot write
 layer 16, so it is never the product's engine). llama.cpp runs with n_batch=1: batched prefill crashed in a
-GGML_NATIVE build on this machine, one token at a time did not.
+GGML_NATIVE build on this machine, one token at a time did not. --compare times, interleaved with ours, the
+engine's older way of reading layer 16 (every layer's states asked for at every step) and checks that both
+give the same replies and engrams, greedy and seeded, over two turns (the second with the first's engram).
+Where a step of ours goes (1 thread): about 80% is fp32 matrix-vector products, the 540 MB of weights read
+once per token (llama.cpp reads the Q4_1 GGUF's ~5x fewer bytes), the rest transformers' per-op Python;
+so without changing the bits of any output only that Python can shrink.
 """
 
 from __future__ import annotations
@@ -79,8 +85,39 @@ def say_times(args) -> dict:
             "in_process_median_s": statistics.median(local)}
 
 
+def _decode(engine, tokens: int, tap_layer: bool) -> tuple[float, object]:
+    """Decode tokens/s (between the first and the last streamed piece) of a `tokens`-token greedy reply."""
+    engine.tap_layer = tap_layer
+    stamps = []
+    result = engine.run_turn(None, PROMPT, max_new_tokens=tokens, min_new_tokens=tokens,
+                             on_text=lambda _piece: stamps.append(time.perf_counter()))
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), result
+
+
+def _same_both_ways(engine, seed: int) -> bool:
+    """Whether reading layer 16 by hook and by asking for every layer's states give the same replies and
+    engrams: greedy and seeded sampling, two turns each (the second written from the first's engram)."""
+    import torch
+
+    from companion.engine.sampling import Sampling
+
+    runs = {}
+    for tap_layer in (True, False):
+        engine.tap_layer = tap_layer
+        runs[tap_layer] = []
+        for sampling in (None, Sampling(temperature=0.8, top_p=0.9, seed=seed)):
+            engram = None
+            for turn in range(2):
+                r = engine.run_turn(engram, PROMPT, max_new_tokens=32, sampling=sampling, turn=turn)
+                runs[tap_layer].append((r.reply, r.engram))
+                engram = r.engram
+    engine.tap_layer = True
+    return all(a[0] == b[0] and torch.equal(a[1], b[1]) for a, b in zip(runs[True], runs[False]))
+
+
 def ours(args) -> dict:
-    """Decode tokens/s of Companion's engine on a 128-token greedy reply, the engram written."""
+    """Decode tokens/s of Companion's engine on a 128-token greedy reply, the engram written (the median of
+    --decode-reps); with --compare, the older way of reading layer 16 too, interleaved."""
     import torch
 
     from companion.engine.config import EngramConfig
@@ -93,13 +130,22 @@ def ours(args) -> dict:
     lm = load_model(args.model, cache_root=cache_dir(), quiet=True)
     engine = Engine(lm, EngramConfig(recipe=default_for(lm)))
     engine.run_turn(None, "Hello.", max_new_tokens=8)  # warm-up
-    stamps = []
-    result = engine.run_turn(None, PROMPT, max_new_tokens=args.tokens, min_new_tokens=args.tokens,
-                             on_text=lambda _piece: stamps.append(time.perf_counter()))
-    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    return {"reply_tokens": result.reply_tokens, "decode_tok_s": decode,
-            "turn_tok_s": result.reply_tokens / (result.gen_seconds + result.update_seconds),
-            "recipe": engine.config.recipe}
+    ways = {"hook": True, "all_states": False} if args.compare else {"hook": True}
+    rates: dict[str, list[float]] = {way: [] for way in ways}
+    for rep in range(args.decode_reps):
+        # Alternate which way goes first, so drift in the shared CPU's load falls on both alike.
+        for way in (list(ways) if rep % 2 == 0 else list(reversed(ways))):
+            rate, result = _decode(engine, args.tokens, ways[way])
+            rates[way].append(rate)
+    r = {"reply_tokens": result.reply_tokens, "decode_tok_s": statistics.median(rates["hook"]),
+         "decode_tok_s_runs": rates["hook"],
+         "turn_tok_s": result.reply_tokens / (result.gen_seconds + result.update_seconds),
+         "recipe": engine.config.recipe}
+    if args.compare:
+        r["all_states_decode_tok_s"] = statistics.median(rates["all_states"])
+        r["all_states_decode_tok_s_runs"] = rates["all_states"]
+        r["identical"] = _same_both_ways(engine, args.seed)
+    return r
 
 
 def llama_cpp(args) -> dict | None:
@@ -135,6 +181,9 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-say", action="store_true", help="only the decode rows")
+    p.add_argument("--decode-reps", type=int, default=1, help="timed replies of ours (the median is shown)")
+    p.add_argument("--compare", action="store_true",
+                   help="also time the engine's older way of reading layer 16, interleaved, and check both agree")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     r = {"threads": args.threads, "tokens": args.tokens, "reps": args.reps}
@@ -149,8 +198,13 @@ def main(argv=None) -> int:
     print(f"decode tok/s    companion {r['ours']['decode_tok_s']:6.1f} | llama.cpp "
           + (f"{theirs:6.1f} | ratio {theirs / r['ours']['decode_tok_s']:.2f}x (goal <= 1.5x)" if theirs
              else "  skipped (not installed)") + f"  [{args.threads} thread(s), {args.tokens}-token greedy reply]")
+    if args.compare:
+        o = r["ours"]
+        print(f"decode tok/s    layer 16 by hook {o['decode_tok_s']:6.1f} | every layer's states "
+              f"{o['all_states_decode_tok_s']:6.1f} | x{o['decode_tok_s'] / o['all_states_decode_tok_s']:.3f} "
+              f"(median of {args.decode_reps}, interleaved); same replies and engrams: {o['identical']}")
     write_json(args.out, r)
-    return 0
+    return 0 if r["ours"].get("identical", True) else 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from . import engram as E
+from . import taps
 from .chat_format import chat_ids, end_id, word_starts  # noqa: F401  (re-exported: the cycle's token layout)
 from .config import ConfigError, EngramConfig
 from .halves import lower
@@ -82,11 +83,19 @@ class Engine:
         self.width = self.recipe.stored_width(lm.hidden_size)
         # Where the reader writes the engram: 0 = input embeddings, L = the stream entering block L+1.
         self.depth = config.layer if self.reader.depth_is_layer else 0
+        # run_turn reads layer L's states with a hook on that block (companion.engine.taps); False asks the
+        # model for every layer's states at every step instead (the slower path, kept for bench_serve.py).
+        self.tap_layer = True
 
     def _step(self, ids: list[int], mask: torch.Tensor, past, hidden: bool):
         """Feed ids after the cached prefix; returns the model output."""
         return self.model(input_ids=torch.tensor([ids], device=self.lm.device), attention_mask=mask,
                           use_cache=True, output_hidden_states=hidden, **{self._cache_arg: past})
+
+    def _tap(self):
+        """How run_turn reads hidden_states[L] off its passes (companion.engine.taps)."""
+        layer = self.config.layer
+        return taps.tap_for(self.model, layer) if self.tap_layer else taps.ask_all(layer)
 
     # -- pieces -----------------------------------------------------------
     def prepare(self, engram: torch.Tensor | None) -> torch.Tensor | None:
@@ -270,78 +279,79 @@ class Engine:
         eos_ids = {stop} | ({self.tokenizer.eos_token_id} - {None})
         reuse_states = reuse_states and update
         want_sur = reuse_states and self.writer.needs_surprise
-        layer = self.config.layer
         t0 = time.perf_counter()
 
-        embeds = self.embeds_of(p)
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        with self.writing([(0, p.slots, p.vectors)] if p.vectors is not None else [], p.depth):
-            out = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=True,
-                             output_hidden_states=reuse_states)
-        layer_chunks = [E.extract(out.hidden_states, layer)] if reuse_states else []
-        sur_chunks = [surprise_of(out.logits[0], p.ids)] if want_sur else []
-        past, logits = _cache_of(out), out.logits[0, -1]
-        reply_ids: list[int] = []
-        shown = ""
-        fed_all = True  # whether every reply token has been fed through the model
-        raw = logits  # the unpenalised logits of the latest position (surprise is read off these)
-        cut = False
-        for _ in range(max_new_tokens):
-            raw = logits
-            if repetition_penalty != 1.0 and reply_ids:
-                seen = torch.tensor(sorted(set(reply_ids)), device=logits.device)
-                vals = logits[seen]
-                logits = logits.clone()
-                logits[seen] = torch.where(vals > 0, vals / repetition_penalty, vals * repetition_penalty)
-            if len(reply_ids) < min_new_tokens:  # benchmarks need replies of a fixed length
-                logits = logits.clone()
-                logits[list(eos_ids)] = float("-inf")
-            nxt = pick(logits, sampling, generator)
-            if nxt in eos_ids:
-                break
-            if want_sur:
-                sur_chunks.append(-torch.log_softmax(raw.float(), -1)[nxt].reshape(1).cpu())
-            reply_ids.append(nxt)
-            fed_all = False
-            if on_text is not None:
-                text = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(shown):  # hold back half a UTF-8 char
-                    on_text(text[len(shown):])
-                    shown = text
-            if len(reply_ids) == max_new_tokens:
-                cut = True
-                break
-            mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
-            out = self._step([nxt], mask, past, reuse_states)
-            fed_all = True
-            if reuse_states:
-                layer_chunks.append(E.extract(out.hidden_states, layer))
+        tap = self._tap() if reuse_states else taps.NO_TAP
+        with tap:  # open around this turn's own passes only: it keeps whatever block L outputs
+            embeds = self.embeds_of(p)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+            with self.writing([(0, p.slots, p.vectors)] if p.vectors is not None else [], p.depth):
+                out = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=True,
+                                 output_hidden_states=tap.hidden)
+            layer_chunks = [tap.states(out)] if reuse_states else []
+            sur_chunks = [surprise_of(out.logits[0], p.ids)] if want_sur else []
             past, logits = _cache_of(out), out.logits[0, -1]
-        reply = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
-        if on_text is not None and len(reply) > len(shown):
-            on_text(reply[len(shown):])
-        gen_seconds = time.perf_counter() - t0
+            reply_ids: list[int] = []
+            shown = ""
+            fed_all = True  # whether every reply token has been fed through the model
+            raw = logits  # the unpenalised logits of the latest position (surprise is read off these)
+            cut = False
+            for _ in range(max_new_tokens):
+                raw = logits
+                if repetition_penalty != 1.0 and reply_ids:
+                    seen = torch.tensor(sorted(set(reply_ids)), device=logits.device)
+                    vals = logits[seen]
+                    logits = logits.clone()
+                    logits[seen] = torch.where(vals > 0, vals / repetition_penalty, vals * repetition_penalty)
+                if len(reply_ids) < min_new_tokens:  # benchmarks need replies of a fixed length
+                    logits = logits.clone()
+                    logits[list(eos_ids)] = float("-inf")
+                nxt = pick(logits, sampling, generator)
+                if nxt in eos_ids:
+                    break
+                if want_sur:
+                    sur_chunks.append(-torch.log_softmax(raw.float(), -1)[nxt].reshape(1).cpu())
+                reply_ids.append(nxt)
+                fed_all = False
+                if on_text is not None:
+                    text = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
+                    if not text.endswith("\ufffd") and len(text) > len(shown):  # hold back half a UTF-8 char
+                        on_text(text[len(shown):])
+                        shown = text
+                if len(reply_ids) == max_new_tokens:
+                    cut = True
+                    break
+                mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
+                out = self._step([nxt], mask, past, tap.hidden)
+                fed_all = True
+                if reuse_states:
+                    layer_chunks.append(tap.states(out))
+                past, logits = _cache_of(out), out.logits[0, -1]
+            reply = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
+            if on_text is not None and len(reply) > len(shown):
+                on_text(reply[len(shown):])
+            gen_seconds = time.perf_counter() - t0
 
-        t1 = time.perf_counter()
-        turn_ids = ids + reply_ids + [stop]
-        if not update:
-            return TurnResult(reply, None, len(p.ids), len(ids), len(reply_ids), gen_seconds, 0.0, turn_ids, cut)
-        if reuse_states:
-            # Feed what generation never fed (the closing token, and a last reply
-            # token if the length limit cut in) so the states cover the whole turn.
-            pending = ([] if fed_all else reply_ids[-1:]) + [stop]
-            mask = torch.cat([mask, mask.new_ones((1, len(pending)))], dim=1)
-            out = self._step(pending, mask, past, True)
-            if want_sur:
-                # The closing token is predicted after the last fed token: by the loop's last
-                # raw logits, or (length cut) by the pending step's first position.
-                before_stop = raw if fed_all else out.logits[0, -2]
-                sur_chunks.append(-torch.log_softmax(before_stop.float(), -1)[stop].reshape(1).cpu())
-            layer_chunks.append(E.extract(out.hidden_states, layer))
-            states = torch.cat(layer_chunks, dim=0).float()
-            written = Written(self.seen_states(states, p), p, torch.cat(sur_chunks).cpu() if want_sur else None)
-        else:
-            written = self._pass(p, p.ids + reply_ids + [stop], surprise=self.writer.needs_surprise)
+            t1 = time.perf_counter()
+            turn_ids = ids + reply_ids + [stop]
+            if not update:
+                return TurnResult(reply, None, len(p.ids), len(ids), len(reply_ids), gen_seconds, 0.0, turn_ids, cut)
+            if reuse_states:
+                # Feed what generation never fed (the closing token, and a last reply
+                # token if the length limit cut in) so the states cover the whole turn.
+                pending = ([] if fed_all else reply_ids[-1:]) + [stop]
+                mask = torch.cat([mask, mask.new_ones((1, len(pending)))], dim=1)
+                out = self._step(pending, mask, past, tap.hidden)
+                if want_sur:
+                    # The closing token is predicted after the last fed token: by the loop's last
+                    # raw logits, or (length cut) by the pending step's first position.
+                    before_stop = raw if fed_all else out.logits[0, -2]
+                    sur_chunks.append(-torch.log_softmax(before_stop.float(), -1)[stop].reshape(1).cpu())
+                layer_chunks.append(tap.states(out))
+                states = torch.cat(layer_chunks, dim=0).float()
+                written = Written(self.seen_states(states, p), p, torch.cat(sur_chunks).cpu() if want_sur else None)
+            else:
+                written = self._pass(p, p.ids + reply_ids + [stop], surprise=self.writer.needs_surprise)
         written.engram = engram
         del past, out  # the turn's KV cache ends here
         full = p.ids + reply_ids + [stop]
