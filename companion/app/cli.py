@@ -1,4 +1,7 @@
-"""The `companion` command: chat, say, sessions, show, fork, rename, delete, export, import, recipes.
+"""The `companion` command: chat and say, sessions and their memory, search, and the resident server.
+
+Subcommands: chat, say, sessions, search, show, memory, forget, undo, retry, fork, rename, delete, export,
+import, recipes, path, completion, serve, ps.
 
 It parses arguments, calls the service and prints; errors become one line on
 stderr and exit status 1 (2 for usage errors, 130 for Ctrl-C).
