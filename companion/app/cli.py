@@ -32,6 +32,7 @@ from .dates import ago
 from .fork import fork, rename
 from .cli_memory import add_memory_commands
 from .memory_commands import memory_commands
+from .quick_say import run_say
 from .repl import prompt_reader, run_repl
 from .resume import history_text, resume_header
 from .serve import add_parser as add_serve_parser
@@ -82,37 +83,11 @@ def _for_session(comp: Companion, args, name: str) -> None:
 
 
 def cmd_say(args) -> int:
-    text = " ".join(args.text) if args.text else None
-    if args.more:
-        if text is not None:
-            raise CompanionError("--more continues the last reply; give it no text")
-    elif text is None or text == "-":
-        raw = sys.stdin.buffer.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CompanionError(f"standard input is not valid UTF-8 (byte {exc.start}); nothing was sent") from exc
     comp = _companion(args)
     _for_session(comp, args, args.session)
-    streamed = []
-
-    def on_text(piece: str) -> None:
-        streamed.append(piece)
-        if args.stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
-    report = comp.more(args.session, on_text=on_text) if args.more else comp.say(args.session, text, on_text=on_text)
-    if args.json:
-        print(json.dumps({"session": args.session, **report.__dict__}))
-    elif args.stream:
-        print()
-    else:
-        print(report.reply)
-    if report.cut and not args.json:
-        print(cut_notice(report.reply_tokens, f"`companion say -s {args.session} --more`"), file=sys.stderr)
+    status = run_say(args, comp)
     comp.close()
-    return 0
+    return status
 
 
 def cmd_chat(args) -> int:

@@ -65,7 +65,7 @@ def fast_say(argv: list[str]) -> int | None:
     except (_Decline, DataFolderError, OSError):
         return None
     try:
-        return _say(args, RemoteCompanion(None, info, args))
+        return run_say(args, RemoteCompanion(None, info, args))
     except KeyboardInterrupt:
         print("\ncancelled: nothing was stored", file=sys.stderr)
         return 130
@@ -74,7 +74,10 @@ def fast_say(argv: list[str]) -> int | None:
         return 1
 
 
-def _say(args, remote) -> int:
+def run_say(args, remote) -> int:
+    """cmd_say's body over anything with say()/more() (a Companion, or a RemoteCompanion): the text from
+    the arguments or stdin, the reply streamed or printed, the cut notice; shared by both paths so their
+    output cannot drift apart."""
     text = " ".join(args.text) if args.text else None
     if args.more:
         if text is not None:

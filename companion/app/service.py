@@ -127,9 +127,7 @@ class Companion:
     def more(self, name: str, *, on_text: Callable[[str], None] | None = None) -> TurnReport:
         """Continue the session's last reply (one cut at max_new_tokens) as a turn of its own."""
         name = crud.validate_session_name(name)
-        with self.store.session() as db:
-            chat = crud.get_session(db, name=name)
-            last = crud.last_turn(db, chat=chat) if chat is not None else None
+        last = self._last_turn(name)
         if last is None:
             raise CompanionError(f"nothing to continue: session {name!r} has no reply yet")
         return self._turn(name, continuation_prompt(last.reply_text), on_text, recall=False, after=last.index)
@@ -138,12 +136,16 @@ class Companion:
         """Make the last reply again from the engram before it (the sampling options apply) and replace
         that turn with the new one in one transaction; interrupted, the old turn stays."""
         name = crud.validate_session_name(name)
-        with self.store.session() as db:
-            chat = crud.get_session(db, name=name)
-            last = crud.last_turn(db, chat=chat) if chat is not None else None
+        last = self._last_turn(name)
         if last is None:
             raise CompanionError(f"nothing to retry: session {name!r} has no turns")
         return self._turn(name, last.user_text, on_text, after=last.index, replace=True)
+
+    def _last_turn(self, name: str):
+        """The session's newest turn (None: no such session, or no turns)."""
+        with self.store.session() as db:
+            chat = crud.get_session(db, name=name)
+            return crud.last_turn(db, chat=chat) if chat is not None else None
 
     def _turn(self, name: str, text: str, on_text, *, recall: bool = True, after: int | None = None,
               replace: bool = False) -> TurnReport:
